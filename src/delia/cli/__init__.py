@@ -1,0 +1,70 @@
+"""The `delia` command. Each module in this package that defines `register(app)` adds its commands.
+
+Sub-apps are discovered rather than listed so that adding a command group touches one new file only.
+User errors (DeliaError) print one line and exit 2; `--debug` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import sys
+
+import typer
+from rich.console import Console
+
+from delia.errors import DeliaError
+
+app = typer.Typer(
+    name="delia",
+    help="DELIA: adapt an LLM to a small task with diverse data, a format token and extensive shuffling.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+err_console = Console(stderr=True)
+_state = {"debug": False}
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")) -> None:
+    _state["debug"] = debug
+
+
+def _register_all() -> None:
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        register = getattr(module, "register", None)
+        if register is not None:
+            register(app)
+
+
+def main() -> None:
+    _register_all()
+    debug = "--debug" in sys.argv
+    try:
+        app(standalone_mode=False)
+    except DeliaError as err:
+        if debug:
+            raise
+        err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as err:  # click's usage errors and anything else
+        import click
+
+        if isinstance(err, click.exceptions.Abort):
+            sys.exit(130)
+        if isinstance(err, click.ClickException):
+            err.show()
+            sys.exit(2)
+        if debug:
+            raise
+        err_console.print(f"[bold red]internal error:[/] {type(err).__name__}: {err} (rerun with --debug)")
+        sys.exit(1)

@@ -1,0 +1,226 @@
+"""Readers for every supported input format and crash-safe JSONL writers.
+
+Formats (auto-detected from the first record, or forced):
+  messages    {"messages": [{"role", "content"}, ...]}            JSONL (our own Example records too)
+  alpaca      {"instruction", "input", "output"}                  JSON array or JSONL
+  prompt      {"prompt", "completion"|"response"} or {"query", "response"}   JSONL
+Any of them may be gzipped (".gz"). Errors name `file:line` (JSON arrays: `file: record N`).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from delia.data.example import Example
+from delia.errors import DataError
+
+Format = Literal["auto", "messages", "alpaca", "prompt"]
+FORMATS: tuple[str, ...] = ("messages", "alpaca", "prompt")
+
+
+def _open_text(path: Path) -> str:
+    if not path.exists():
+        raise DataError(str(path), None, "file does not exist")
+    raw = path.read_bytes()
+    if path.suffix == ".gz":
+        try:
+            raw = gzip.decompress(raw)
+        except OSError as err:
+            raise DataError(str(path), None, f"not a valid gzip file ({err})") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise DataError(str(path), line, f"not UTF-8 text (byte 0x{raw[err.start]:02x})") from None
+
+
+def iter_json_records(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield (line or record number, object) from a JSON array or JSON Lines file."""
+    path = Path(path)
+    text = _open_text(path)
+    stripped = text.lstrip()
+    if not stripped:
+        raise DataError(str(path), None, "file is empty: expected JSON Lines or a JSON array of records")
+    if stripped.startswith("["):
+        try:
+            records = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise DataError(str(path), err.lineno, f"invalid JSON ({err.msg})") from None
+        for index, record in enumerate(records, start=1):
+            if not isinstance(record, dict):
+                raise DataError(str(path), None, f"record {index}: expected a JSON object")
+            yield index, record
+        return
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(str(path), lineno, f"invalid JSON ({err.msg} at column {err.colno})") from None
+        if not isinstance(record, dict):
+            raise DataError(str(path), lineno, "expected a JSON object")
+        yield lineno, record
+
+
+def detect_format(record: dict[str, Any]) -> str:
+    if "messages" in record:
+        return "messages"
+    if "instruction" in record and "output" in record:
+        return "alpaca"
+    if ("prompt" in record or "query" in record) and ("completion" in record or "response" in record):
+        return "prompt"
+    raise ValueError(
+        "unknown record format: expected 'messages', or 'instruction'/'input'/'output', "
+        f"or 'prompt'/'completion'; got keys {sorted(record)}"
+    )
+
+
+def _alpaca_user_turn(record: dict[str, Any]) -> str:
+    extra = str(record.get("input") or "").strip()
+    return f"{record['instruction']}\n\n{extra}" if extra else str(record["instruction"])
+
+
+def record_to_example(record: dict[str, Any], fmt: str, source: str) -> Example:
+    """Convert one raw record of a known format to an Example (ValueError/KeyError on bad fields)."""
+    if fmt == "messages":
+        return Example(
+            messages=record["messages"],
+            source=record.get("source", source),
+            meta=record.get("meta", {}),
+            id=record.get("id", ""),
+        )
+    if fmt == "alpaca":
+        messages = [{"role": "user", "content": _alpaca_user_turn(record)}]
+        if str(record["output"]).strip():
+            messages.append({"role": "assistant", "content": str(record["output"])})
+        return Example(messages=messages, source=source)
+    if fmt == "prompt":
+        prompt = record.get("prompt", record.get("query"))
+        completion = record.get("completion", record.get("response"))
+        if not isinstance(prompt, str) or not isinstance(completion, str):
+            raise ValueError("'prompt' and 'completion' must be strings")
+        return Example(
+            messages=[{"role": "user", "content": prompt}, {"role": "assistant", "content": completion}],
+            source=source,
+        )
+    raise ValueError(f"unknown format {fmt!r}; choose one of {FORMATS}")
+
+
+def read_examples(path: str | Path, fmt: Format | str = "auto", source: str = "task") -> list[Example]:
+    """Read every record of a file as Examples; raise DataError naming file:line on the first bad one."""
+    examples, _ = read_examples_with_format(path, fmt, source)
+    return examples
+
+
+def read_examples_with_format(
+    path: str | Path, fmt: Format | str = "auto", source: str = "task"
+) -> tuple[list[Example], str]:
+    if fmt != "auto" and fmt not in FORMATS:
+        raise DataError(str(path), None, f"unknown format {fmt!r}; choose auto or one of {FORMATS}")
+    examples: list[Example] = []
+    resolved = fmt
+    for where, record in iter_json_records(path):
+        try:
+            if resolved == "auto":
+                resolved = detect_format(record)
+            examples.append(record_to_example(record, resolved, source))
+        except (ValueError, KeyError, TypeError, ValidationError) as err:
+            detail = _short_error(err)
+            line = where if not str(path).endswith((".json", ".json.gz")) else None
+            prefix = "" if line is not None else f"record {where}: "
+            raise DataError(str(path), line, f"{prefix}{detail} (format {resolved})") from None
+    return examples, resolved
+
+
+def _short_error(err: Exception) -> str:
+    if isinstance(err, ValidationError):
+        first = err.errors()[0]
+        return f"{first['msg']} at {'.'.join(str(p) for p in first['loc']) or 'record'}"
+    if isinstance(err, KeyError):
+        return f"missing field {err.args[0]!r}"
+    return str(err)
+
+
+def write_jsonl(path: str | Path, rows: Iterable[Example | dict[str, Any]]) -> int:
+    """Write rows atomically (temp file + rename): a crash leaves the old file or the new one, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    count = 0
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            for row in rows:
+                handle.write(row.to_json() if isinstance(row, Example) else json.dumps(row, ensure_ascii=False))
+                handle.write("\n")
+                count += 1
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return count
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    """Write one JSON document atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(obj, handle, indent=2, ensure_ascii=False, default=str)
+        handle.write("\n")
+    os.replace(tmp, path)
+
+
+class AppendLog:
+    """Append-only JSONL with fsync'd lines; a torn last line from a crash is cut off on open.
+
+    Used for resumable caches (sampling, training logs): reopening after SIGKILL loses at most the line
+    being written, never an earlier one, and never leaves a partial line behind.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._repair()
+        self._handle = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+
+    def _repair(self) -> None:
+        if not self.path.exists():
+            return
+        data = self.path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            keep = data.rfind(b"\n") + 1
+            with open(self.path, "r+b") as handle:
+                handle.truncate(keep)
+
+    def records(self) -> list[dict[str, Any]]:
+        rows = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                rows.append(json.loads(line))
+        return rows
+
+    def append(self, row: dict[str, Any]) -> None:
+        self._handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+
+    def close(self) -> None:
+        self._handle.close()
+
+    def __enter__(self) -> AppendLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

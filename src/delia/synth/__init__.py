@@ -1,0 +1,1 @@
+"""Data synthesis: self-sampled diverse data, anisotropic diversification, dataset statistics."""

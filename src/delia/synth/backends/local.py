@@ -1,0 +1,104 @@
+"""In-process transformers backend: batched, left-padded, KV cache, length-sorted, bf16 autocast."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from delia.config import SamplingConfig
+from delia.models import autocast
+from delia.synth.backends.base import GenerationStats, Message
+
+
+def stop_token_ids(tokenizer: Any) -> list[int]:
+    """The chat template's end-of-turn token plus eos: generation stops at either."""
+    ids = {tokenizer.eos_token_id}
+    for token in ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>"):
+        token_id = tokenizer.convert_tokens_to_ids(token)
+        if isinstance(token_id, int) and token_id != tokenizer.unk_token_id and token_id is not None:
+            ids.add(token_id)
+    return sorted(i for i in ids if i is not None)
+
+
+class LocalBackend:
+    name = "local"
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        batch_size: int = 16,
+        autocast_mode: str = "auto",
+        progress: bool = True,
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.autocast_mode = autocast_mode
+        self.progress = progress
+        self.stats = GenerationStats()
+        self.stop_ids = stop_token_ids(tokenizer)
+
+    @classmethod
+    def from_spec(cls, spec: str, device: str = "cpu", dtype: str = "float32", **kwargs: Any) -> LocalBackend:
+        from delia.models import load_model, load_tokenizer
+
+        return cls(load_model(spec, device=device, dtype=dtype), load_tokenizer(spec), **kwargs)
+
+    def render(self, prompt: list[Message]) -> str:
+        return self.tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+
+    def generate(self, prompts: list[list[Message]], sampling: SamplingConfig) -> list[str]:
+        texts = [self.render(p) for p in prompts]
+        lengths = [len(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
+        # Longest first: similar lengths share a batch (less padding), and memory peaks early.
+        order = sorted(range(len(texts)), key=lambda i: -lengths[i])
+        outputs: list[str] = [""] * len(texts)
+        bar = tqdm(total=len(texts), desc="generate", unit="prompt", disable=not self.progress, leave=False)
+        torch.manual_seed(sampling.seed)
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start : start + self.batch_size]
+            completions, new_tokens, seconds = self._generate_batch([texts[i] for i in batch], sampling)
+            for index, completion, count in zip(batch, completions, new_tokens, strict=True):
+                outputs[index] = completion
+                self.stats.per_prompt_tokens.append(count)
+            self.stats.prompts += len(batch)
+            self.stats.new_tokens += sum(new_tokens)
+            self.stats.seconds += seconds
+            bar.update(len(batch))
+            bar.set_postfix(tok_s=f"{self.stats.tokens_per_second:.0f}")
+        bar.close()
+        return outputs
+
+    def _generate_batch(self, texts: list[str], sampling: SamplingConfig) -> tuple[list[str], list[int], float]:
+        self.tokenizer.padding_side = "left"
+        encoded = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        encoded = encoded.to(self.model.device)
+        do_sample = sampling.temperature > 0
+        options: dict[str, Any] = {"do_sample": do_sample}
+        if do_sample:
+            options.update(temperature=sampling.temperature, top_p=sampling.top_p)
+        else:
+            options.update(temperature=None, top_p=None, top_k=None)
+        start = time.perf_counter()
+        with torch.inference_mode(), autocast(str(self.model.device), self.autocast_mode):
+            generated = self.model.generate(
+                **encoded,
+                max_new_tokens=sampling.max_new_tokens,
+                eos_token_id=self.stop_ids,
+                pad_token_id=self.tokenizer.pad_token_id,
+                use_cache=True,
+                **options,
+            )
+        seconds = time.perf_counter() - start
+        new = generated[:, encoded["input_ids"].shape[1] :]
+        completions, counts = [], []
+        for row in new.tolist():
+            cut = next((i for i, t in enumerate(row) if t in self.stop_ids), len(row))
+            counts.append(cut)
+            # Special tokens the user added (e.g. <sep>) must survive decoding, so decode without skipping.
+            completions.append(self.tokenizer.decode(row[:cut], skip_special_tokens=False).strip())
+        return completions, counts, seconds
