@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,7 +20,8 @@ from delia.models import EMBEDDED
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # coerce_numbers_to_str: `--set name=2024` parses 2024 as a YAML int; a str field should still take it.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, coerce_numbers_to_str=True)
 
 
 class ModelConfig(Section):
@@ -106,8 +108,8 @@ class MixConfig(Section):
     @field_validator("ratio")
     @classmethod
     def _positive(cls, value: float) -> float:
-        if value < 0:
-            raise ValueError("ratio must be >= 0")
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(f"ratio must be a finite number >= 0, got {value}")
         return value
 
 
@@ -151,6 +153,8 @@ class EvalConfig(Section):
     batch_size: int = 16
     do_sample: bool = False
     bootstrap: int = 1000
+    bleurt_checkpoint: str | None = None  # a local BLEURT checkpoint: translation also reports BLEURT
+    comet_checkpoint: str | None = None  # a local COMET checkpoint: translation also reports COMET
 
 
 class DeliaOptions(Section):
@@ -188,6 +192,11 @@ class TkiOptions(Section):
     kr_steps: int = 20
     kr_lr: float = 1e-2
     kr_distance_weight: float = 0.1
+    rank: int = 4  # rank of each latent increment (groups * latents of them per target linear)
+    weighting: Literal["cosine", "softmax"] = "cosine"  # D_j: clamped cosine, or softmax(cosine / temperature)
+    temperature: float = 0.05
+    inference_groups: Literal["all", "best"] = "all"  # unseen inputs: average every group, or the best one
+    pcgrad: bool = True  # resolve conflicts between the task loss and the KR objective (False: plain sum)
 
 
 class RunConfig(Section):
@@ -263,7 +272,9 @@ def build_config(data: dict[str, Any], source: str = "config") -> RunConfig:
     except ValidationError as err:
         first = err.errors()[0]
         field = ".".join(str(p) for p in first["loc"]) or "(root)"
-        message = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+        message = first["msg"].removeprefix("Value error, ")  # pydantic prefixes a validator's own message
+        if first["type"] == "extra_forbidden":
+            message = "unknown key"
         raise ConfigError(f"{field} ({source})", message) from None
 
 

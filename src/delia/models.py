@@ -10,12 +10,14 @@ A spec is one of:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -92,18 +94,35 @@ def resolve_model_dir(spec: str) -> str:
         if not gguf.exists():
             raise DeliaError(f"model file {spec} does not exist")
     else:
-        path = Path(spec)
+        path = Path(spec).expanduser()
         if path.exists():
             if not (path / "config.json").exists():
                 raise DeliaError(f"{spec} is not a model directory (no config.json)")
             return str(path)
-        if spec.startswith((".", "/", "~")) or os.sep in spec.strip("/").replace("/", os.sep, 1)[1:]:
+        if _looks_like_path(spec):
             raise DeliaError(f"model path {spec} does not exist")
         return spec
     target = _gguf_cache_dir(gguf)
     if not (target / "config.json").exists():
         _dequantise(gguf, target)
     return str(target)
+
+
+def _looks_like_path(spec: str) -> bool:
+    """A hub id is `name` or `org/name`; anything else that is not on disk is a missing path."""
+    return spec.startswith((".", "/", "~")) or spec.count("/") > 1 or os.sep in spec.replace("/", "")
+
+
+@contextlib.contextmanager
+def _loading(spec: str) -> Iterator[None]:
+    """Turn from_pretrained's failures (missing files, hub unreachable, bad repo id) into one-line errors."""
+    try:
+        yield
+    except (OSError, ValueError) as err:
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        on_disk = Path(spec).expanduser().exists()
+        hint = "" if on_disk else " (not the embedded model, a local path, or a hub model in the local cache)"
+        raise DeliaError(f"cannot load model {spec!r}{hint}: {first_line}") from None
 
 
 def pick_device(device: str = "cpu") -> str:
@@ -128,7 +147,9 @@ def pick_dtype(dtype: str, device: str) -> torch.dtype:
 def load_tokenizer(spec: str = EMBEDDED, trust_remote_code: bool = False) -> Any:
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model_dir(spec), trust_remote_code=trust_remote_code)
+    path = resolve_model_dir(spec)
+    with _loading(spec):
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -140,15 +161,12 @@ def load_model(
     from transformers import AutoModelForCausalLM
 
     device = pick_device(device)
-    try:
+    torch_dtype = pick_dtype(dtype, device)
+    path = resolve_model_dir(spec)
+    with _loading(spec):
         model = AutoModelForCausalLM.from_pretrained(
-            resolve_model_dir(spec),
-            dtype=pick_dtype(dtype, device),
-            trust_remote_code=trust_remote_code,
-            use_safetensors=True,
+            path, dtype=torch_dtype, trust_remote_code=trust_remote_code, use_safetensors=True
         )
-    except OSError as err:
-        raise DeliaError(f"cannot load model {spec!r}: {str(err).splitlines()[0]}") from None
     return model.to(device)
 
 
@@ -157,8 +175,10 @@ def model_info(spec: str = EMBEDDED) -> dict[str, Any]:
 
     # A first call dequantises the GGUF (its own progress bar); Python's lazy import of the architecture's
     # module is a per-process cost, reported apart from loading the weights.
+    path = resolve_model_dir(spec)
     start = time.perf_counter()
-    AutoModelForCausalLM._model_mapping[type(AutoConfig.from_pretrained(resolve_model_dir(spec)))]
+    with _loading(spec):
+        AutoModelForCausalLM._model_mapping[type(AutoConfig.from_pretrained(path))]
     import_seconds = time.perf_counter() - start
     start = time.perf_counter()
     model = load_model(spec)
@@ -167,7 +187,7 @@ def model_info(spec: str = EMBEDDED) -> dict[str, Any]:
     config = model.config
     return {
         "model": spec,
-        "path": resolve_model_dir(spec),
+        "path": path,
         "architecture": type(model).__name__,
         "params": sum(p.numel() for p in model.parameters()),
         "layers": config.num_hidden_layers,
@@ -195,8 +215,6 @@ def cpu_supports_bf16() -> bool:
 
 def autocast(device: str, mode: str = "auto") -> Any:
     """bf16 autocast where it helps ("auto"), forced ("bf16"), or off ("none")."""
-    import contextlib
-
     device_type = "cuda" if str(device).startswith("cuda") else "cpu"
     if mode == "none":
         return contextlib.nullcontext()

@@ -12,6 +12,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from delia.errors import DeliaError
 
@@ -32,6 +33,9 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show full traceback
 
 
 def _register_all() -> None:
+    if _state.get("registered"):  # main() may run more than once in one process (tests)
+        return
+    _state["registered"] = True
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
         if info.name.startswith("_"):
             continue
@@ -49,7 +53,7 @@ def main() -> None:
     except DeliaError as err:
         if debug:
             raise
-        err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print("interrupted")
@@ -66,5 +70,6 @@ def main() -> None:
             sys.exit(2)
         if debug:
             raise
-        err_console.print(f"[bold red]internal error:[/] {type(err).__name__}: {err} (rerun with --debug)")
+        message = escape(f"{type(err).__name__}: {err}")
+        err_console.print(f"[bold red]internal error:[/] {message} (rerun with --debug)", highlight=False)
         sys.exit(1)

@@ -4,7 +4,7 @@ Formats (auto-detected from the first record, or forced):
   messages    {"messages": [{"role", "content"}, ...]}            JSONL (our own Example records too)
   alpaca      {"instruction", "input", "output"}                  JSON array or JSONL
   prompt      {"prompt", "completion"|"response"} or {"query", "response"}   JSONL
-Any of them may be gzipped (".gz"). Errors name `file:line` (JSON arrays: `file: record N`).
+Any of them may be gzipped (".gz"). Errors name `file:line` (in a JSON array, the line its record starts on).
 """
 
 from __future__ import annotations
@@ -29,46 +29,97 @@ FORMATS: tuple[str, ...] = ("messages", "alpaca", "prompt")
 def _open_text(path: Path) -> str:
     if not path.exists():
         raise DataError(str(path), None, "file does not exist")
+    if path.is_dir():
+        raise DataError(str(path), None, "is a directory, expected a data file")
     raw = path.read_bytes()
     if path.suffix == ".gz":
         try:
             raw = gzip.decompress(raw)
-        except OSError as err:
+        except (OSError, EOFError) as err:
             raise DataError(str(path), None, f"not a valid gzip file ({err})") from None
     try:
-        return raw.decode("utf-8")
+        # utf-8-sig: a leading byte-order mark (common from Windows tools) is not part of the JSON.
+        return raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         line = raw[: err.start].count(b"\n") + 1
         raise DataError(str(path), line, f"not UTF-8 text (byte 0x{raw[err.start]:02x})") from None
 
 
 def iter_json_records(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield (line or record number, object) from a JSON array or JSON Lines file."""
+    """Yield (line, object) from JSON Lines or a JSON array (for an array, the line a record starts on)."""
     path = Path(path)
     text = _open_text(path)
     stripped = text.lstrip()
     if not stripped:
         raise DataError(str(path), None, "file is empty: expected JSON Lines or a JSON array of records")
     if stripped.startswith("["):
-        try:
-            records = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise DataError(str(path), err.lineno, f"invalid JSON ({err.msg})") from None
-        for index, record in enumerate(records, start=1):
-            if not isinstance(record, dict):
-                raise DataError(str(path), None, f"record {index}: expected a JSON object")
-            yield index, record
+        yield from _iter_json_array(text, str(path))
         return
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
+    # Split on "\n" only: str.splitlines() also splits on U+2028/U+0085, which JSON strings may hold raw.
+    for lineno, line in enumerate(text.split("\n"), start=1):
+        if line.strip():
+            yield lineno, parse_json_line(line, str(path), lineno)
+
+
+def parse_json_line(line: str | bytes, path: str, lineno: int) -> dict[str, Any]:
+    """One JSON Lines record, or a DataError naming path:lineno."""
+    if isinstance(line, bytes):
         try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(str(path), lineno, f"invalid JSON ({err.msg} at column {err.colno})") from None
-        if not isinstance(record, dict):
-            raise DataError(str(path), lineno, "expected a JSON object")
-        yield lineno, record
+            line = line.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise DataError(path, lineno, f"not UTF-8 text (byte 0x{line[err.start]:02x})") from None
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise DataError(path, lineno, f"invalid JSON ({err.msg} at column {err.colno})") from None
+    if not isinstance(record, dict):
+        raise DataError(path, lineno, f"expected a JSON object, got {type(record).__name__}")
+    return record
+
+
+_WHITESPACE = " \t\n\r"
+
+
+def _iter_json_array(text: str, path: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    # json.loads gives no positions; raw_decode per element lets an error name its record's own line.
+    decoder = json.JSONDecoder()
+    end_of_text = len(text)
+
+    def skip(pos: int) -> int:
+        while pos < end_of_text and text[pos] in _WHITESPACE:
+            pos += 1
+        return pos
+
+    counted = [0, 1]  # (position, line there): counting forward only keeps a big array linear
+
+    def line_at(pos: int) -> int:
+        counted[1] += text.count("\n", counted[0], pos)
+        counted[0] = pos
+        return counted[1]
+
+    pos = skip(text.index("[") + 1)
+    if pos < end_of_text and text[pos] == "]":
+        pos = skip(pos + 1)
+    else:
+        while True:
+            try:
+                record, end = decoder.raw_decode(text, pos)
+            except json.JSONDecodeError as err:
+                raise DataError(path, err.lineno, f"invalid JSON ({err.msg} at column {err.colno})") from None
+            line = line_at(pos)
+            if not isinstance(record, dict):
+                raise DataError(path, line, f"expected a JSON object, got {type(record).__name__}")
+            yield line, record
+            pos = skip(end)
+            if pos < end_of_text and text[pos] == ",":
+                pos = skip(pos + 1)
+                continue
+            if pos < end_of_text and text[pos] == "]":
+                pos = skip(pos + 1)
+                break
+            raise DataError(path, line_at(pos), "invalid JSON (expected ',' or ']' after a record)")
+    if pos != end_of_text:
+        raise DataError(path, line_at(pos), "invalid JSON (extra data after the closing ']')")
 
 
 def detect_format(record: dict[str, Any]) -> str:
@@ -128,23 +179,30 @@ def read_examples_with_format(
         raise DataError(str(path), None, f"unknown format {fmt!r}; choose auto or one of {FORMATS}")
     examples: list[Example] = []
     resolved = fmt
-    for where, record in iter_json_records(path):
-        try:
-            if resolved == "auto":
+    for line, record in iter_json_records(path):
+        if resolved == "auto":
+            try:
                 resolved = detect_format(record)
-            examples.append(record_to_example(record, resolved, source))
-        except (ValueError, KeyError, TypeError, ValidationError) as err:
-            detail = _short_error(err)
-            line = where if not str(path).endswith((".json", ".json.gz")) else None
-            prefix = "" if line is not None else f"record {where}: "
-            raise DataError(str(path), line, f"{prefix}{detail} (format {resolved})") from None
+            except ValueError as err:
+                raise DataError(str(path), line, str(err)) from None
+        examples.append(example_from_record(record, resolved, source, str(path), line))
     return examples, resolved
+
+
+def example_from_record(record: dict[str, Any], fmt: str, source: str, path: str, line: int) -> Example:
+    """record_to_example, with any problem raised as a DataError naming path:line."""
+    try:
+        return record_to_example(record, fmt, source)
+    except (ValueError, KeyError, TypeError, ValidationError) as err:
+        raise DataError(path, line, f"{_short_error(err)} (format {fmt})") from None
 
 
 def _short_error(err: Exception) -> str:
     if isinstance(err, ValidationError):
         first = err.errors()[0]
-        return f"{first['msg']} at {'.'.join(str(p) for p in first['loc']) or 'record'}"
+        message = first["msg"].removeprefix("Value error, ")  # pydantic prefixes a validator's own message
+        where = ".".join(str(p) for p in first["loc"])
+        return f"{message} at {where}" if where else message
     if isinstance(err, KeyError):
         return f"missing field {err.args[0]!r}"
     return str(err)
@@ -159,8 +217,8 @@ def write_jsonl(path: str | Path, rows: Iterable[Example | dict[str, Any]]) -> i
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             for row in rows:
-                handle.write(row.to_json() if isinstance(row, Example) else json.dumps(row, ensure_ascii=False))
-                handle.write("\n")
+                line = row.to_json() if isinstance(row, Example) else json.dumps(row, ensure_ascii=False)
+                handle.write(line + "\n")
                 count += 1
             handle.flush()
             os.fsync(handle.fileno())
@@ -176,10 +234,16 @@ def write_json(path: str | Path, obj: Any) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(obj, handle, indent=2, ensure_ascii=False, default=str)
-        handle.write("\n")
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(obj, handle, indent=2, ensure_ascii=False, default=str)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 class AppendLog:
@@ -206,9 +270,14 @@ class AppendLog:
 
     def records(self) -> list[dict[str, Any]]:
         rows = []
-        for line in self.path.read_text(encoding="utf-8").splitlines():
-            if line.strip():
+        # "\n" only, as in iter_json_records; a corrupt line names file:line, not a bare JSONDecodeError.
+        for lineno, line in enumerate(self.path.read_text(encoding="utf-8").split("\n"), start=1):
+            if not line.strip():
+                continue
+            try:
                 rows.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise DataError(str(self.path), lineno, f"corrupt cache line ({err.msg})") from None
         return rows
 
     def append(self, row: dict[str, Any]) -> None:

@@ -33,6 +33,7 @@ class LocalBackend:
         batch_size: int = 16,
         autocast_mode: str = "auto",
         progress: bool = True,
+        logits_processor_factory: Any = None,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -41,6 +42,9 @@ class LocalBackend:
         self.progress = progress
         self.stats = GenerationStats()
         self.stop_ids = stop_token_ids(tokenizer)
+        self.last_new_tokens: list[int] = []  # new tokens per prompt of the last generate(), in prompt order
+        # (model, tokenizer) -> LogitsProcessorList, called afresh per batch (CTG's processor has state)
+        self.logits_processor_factory = logits_processor_factory
 
     @classmethod
     def from_spec(cls, spec: str, device: str = "cpu", dtype: str = "float32", **kwargs: Any) -> LocalBackend:
@@ -57,6 +61,7 @@ class LocalBackend:
         # Longest first: similar lengths share a batch (less padding), and memory peaks early.
         order = sorted(range(len(texts)), key=lambda i: -lengths[i])
         outputs: list[str] = [""] * len(texts)
+        self.last_new_tokens = [0] * len(texts)
         bar = tqdm(total=len(texts), desc="generate", unit="prompt", disable=not self.progress, leave=False)
         torch.manual_seed(sampling.seed)
         for start in range(0, len(order), self.batch_size):
@@ -64,6 +69,7 @@ class LocalBackend:
             completions, new_tokens, seconds = self._generate_batch([texts[i] for i in batch], sampling)
             for index, completion, count in zip(batch, completions, new_tokens, strict=True):
                 outputs[index] = completion
+                self.last_new_tokens[index] = count
                 self.stats.per_prompt_tokens.append(count)
             self.stats.prompts += len(batch)
             self.stats.new_tokens += sum(new_tokens)
@@ -83,6 +89,8 @@ class LocalBackend:
             options.update(temperature=sampling.temperature, top_p=sampling.top_p)
         else:
             options.update(temperature=None, top_p=None, top_k=None)
+        if self.logits_processor_factory is not None:
+            options["logits_processor"] = self.logits_processor_factory(self.model, self.tokenizer)
         start = time.perf_counter()
         with torch.inference_mode(), autocast(str(self.model.device), self.autocast_mode):
             generated = self.model.generate(

@@ -1,0 +1,96 @@
+"""Generate answers for evaluation examples with the local backend, score them, write the two result files."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from delia.config import EvalConfig, SamplingConfig
+from delia.data.example import Example
+from delia.data.io import write_json, write_jsonl
+from delia.errors import DeliaError
+from delia.evaluate.metrics import score
+
+PREDICTIONS_FILE = "predictions.jsonl"
+METRICS_FILE = "metrics.json"
+
+
+def eval_sampling(cfg: EvalConfig, seed: int) -> SamplingConfig:
+    """Greedy unless cfg.do_sample (then the sampling defaults: temperature 0.7, top-p 0.95)."""
+    if cfg.do_sample:
+        return SamplingConfig(max_new_tokens=cfg.max_new_tokens, seed=seed)
+    return SamplingConfig(temperature=0.0, max_new_tokens=cfg.max_new_tokens, seed=seed)
+
+
+def _source_text(example: Example) -> str:
+    return str(example.meta.get("source_text", example.instruction))
+
+
+def evaluate_model(
+    model: Any,
+    tokenizer: Any,
+    examples: list[Example],
+    cfg: EvalConfig,
+    out_dir: Path,
+    *,
+    seed: int = 0,
+    progress: bool = True,
+    generation_options: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Answer every example (the first cfg.limit), score against example.response, write
+    predictions.jsonl and metrics.json into out_dir, and return the metrics. generation_options: a method
+    plan's, e.g. {"logits_processor_factory": (model, tokenizer) -> LogitsProcessorList} (CTG)."""
+    from delia.synth.backends import LocalBackend
+
+    chosen = examples[: cfg.limit] if cfg.limit is not None else list(examples)
+    if not chosen:
+        raise DeliaError("no evaluation examples (empty file, or eval.limit=0)")
+    start = time.perf_counter()
+    factory = (generation_options or {}).get("logits_processor_factory")
+    backend = LocalBackend(
+        model, tokenizer, batch_size=cfg.batch_size, progress=progress, logits_processor_factory=factory
+    )
+    was_training = bool(getattr(model, "training", False))
+    model.eval()
+    try:
+        predictions = backend.generate([ex.prompt_messages for ex in chosen], eval_sampling(cfg, seed))
+    finally:
+        if was_training:
+            model.train()
+    new_tokens = list(backend.last_new_tokens)
+    hit_limit = [count >= cfg.max_new_tokens for count in new_tokens]
+    references = [ex.response or None for ex in chosen]
+    sources = [_source_text(ex) for ex in chosen] if cfg.comet_checkpoint else None
+    result = score(cfg.metric, predictions, references, cfg, hit_limit=hit_limit, sources=sources, seed=seed)
+
+    out_dir = Path(out_dir)
+    rows = [
+        {
+            "id": ex.id,
+            "prompt": ex.prompt_messages,
+            "prediction": prediction,
+            "reference": reference,
+            "scores": scores,
+            "new_tokens": count,
+            "hit_limit": hit,
+            "truncated": bool(scores.get("truncated", hit)),
+        }
+        for ex, prediction, reference, scores, count, hit in zip(
+            chosen, predictions, references, result["per_example"], new_tokens, hit_limit, strict=True
+        )
+    ]
+    write_jsonl(out_dir / PREDICTIONS_FILE, rows)
+    stats = backend.stats
+    metrics = {k: v for k, v in result.items() if k != "per_example"}
+    metrics["generation"] = {
+        "new_tokens": stats.new_tokens,
+        "seconds": stats.seconds,
+        "tokens_per_second": stats.tokens_per_second,
+        "max_new_tokens": cfg.max_new_tokens,
+        "do_sample": cfg.do_sample,
+        "batch_size": cfg.batch_size,
+    }
+    metrics["seconds"] = time.perf_counter() - start
+    write_json(out_dir / METRICS_FILE, metrics)
+    return metrics

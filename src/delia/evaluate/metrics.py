@@ -1,0 +1,143 @@
+"""Scoring predictions against references: json_format (the paper's), translation and exact match.
+
+`score(metric, predictions, references, cfg)` returns
+  {"metric", "n", "values": {name: {"value", "n", "ci_low", "ci_high"}}, "details", "per_example": [...]}
+Rates are in [0, 1]; BLEU and chrF++ are on sacreBLEU's 0-100 scale. docs/metrics.md has the definitions.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from delia.config import EvalConfig
+from delia.errors import DeliaError
+from delia.evaluate.bootstrap import figure
+from delia.evaluate.jsonfmt import judge_answer, normalise_label, reference_label
+from delia.evaluate.translation import corpus_figures, learned_figures
+
+METRICS = ("json_format", "translation", "exact")
+
+
+def json_format(
+    predictions: Sequence[str],
+    references: Sequence[str | None] | None,
+    cfg: EvalConfig,
+    hit_limit: Sequence[bool] | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Format accuracy, strict-JSON rate, label accuracy (where references carry a label), unclosed and
+    truncated answers."""
+    refs = list(references) if references is not None else [None] * len(predictions)
+    per_example: list[dict[str, Any]] = []
+    for index, (prediction, reference) in enumerate(zip(predictions, refs, strict=True)):
+        verdict = judge_answer(prediction, cfg.keys, cfg.label_key)
+        row: dict[str, Any] = {
+            "json_format": int(verdict.correct),
+            "strict_json": int(verdict.strict),
+            "parsed_with": verdict.parsed_with,
+            "missing_keys": verdict.missing_keys,
+            "unclosed": verdict.unclosed,
+            "label": verdict.label,
+        }
+        if cfg.label_key:
+            gold = reference_label(reference, cfg.label_key)
+            row["reference_label"] = gold
+            if gold is not None:
+                predicted = normalise_label(verdict.label) if verdict.label is not None else None
+                row["label_correct"] = int(predicted == normalise_label(gold))
+        if hit_limit is not None:
+            row["truncated"] = bool(hit_limit[index]) and verdict.unclosed
+        per_example.append(row)
+
+    def rate(name: str) -> dict[str, Any]:
+        return figure([float(r[name]) for r in per_example if name in r], cfg.bootstrap, seed)
+
+    values = {name: rate(name) for name in ("json_format", "strict_json", "unclosed")}
+    if any("label_correct" in r for r in per_example):
+        values["label_accuracy"] = rate("label_correct")
+    if hit_limit is not None:
+        values["truncated"] = rate("truncated")
+    details = {
+        "keys": list(cfg.keys),
+        "label_key": cfg.label_key,
+        "parsed_with": dict(Counter(str(r["parsed_with"]) for r in per_example)),
+        "predicted_labels": dict(Counter(str(r["label"]) for r in per_example if r["label"] is not None)),
+    }
+    return {"values": values, "details": details, "per_example": per_example}
+
+
+def normalise_text(text: str) -> str:
+    """Unicode NFKC, case-folded, whitespace collapsed, quotes and end punctuation trimmed."""
+    folded = " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+    return folded.strip(" .!?\"'")
+
+
+def exact(
+    predictions: Sequence[str], references: Sequence[str], cfg: EvalConfig, seed: int = 0
+) -> dict[str, Any]:
+    per_example = [
+        {"exact": int(normalise_text(p) == normalise_text(r))}
+        for p, r in zip(predictions, references, strict=True)
+    ]
+    values = {"exact": figure([r["exact"] for r in per_example], cfg.bootstrap, seed)}
+    return {"values": values, "details": {}, "per_example": per_example}
+
+
+def translation(
+    predictions: Sequence[str],
+    references: Sequence[str],
+    cfg: EvalConfig,
+    sources: Sequence[str] | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    values, signatures, per_example = corpus_figures(predictions, references, cfg.bootstrap, seed)
+    learned, per_metric = learned_figures(
+        predictions, references, sources, cfg.bleurt_checkpoint, cfg.comet_checkpoint, cfg.bootstrap, seed
+    )
+    values.update(learned)
+    for name, scores in per_metric.items():
+        for row, value in zip(per_example, scores, strict=True):
+            row[name] = value
+    return {"values": values, "details": {"signatures": signatures}, "per_example": per_example}
+
+
+def _require_references(metric: str, references: Sequence[str | None] | None) -> list[str]:
+    if references is None or any(r is None for r in references):
+        raise DeliaError(f"metric {metric!r} needs a reference for every prediction")
+    return [str(r) for r in references]
+
+
+def score(
+    metric: str,
+    predictions: Sequence[str],
+    references: Sequence[str | None] | None,
+    cfg: EvalConfig | None = None,
+    *,
+    hit_limit: Sequence[bool] | None = None,
+    sources: Sequence[str] | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Score predictions with one metric; every figure carries n and a bootstrap 95% CI (seeded)."""
+    cfg = cfg or EvalConfig()
+    if not predictions:
+        raise DeliaError("nothing to score: no predictions")
+    for name, other in (("references", references), ("hit_limit", hit_limit), ("sources", sources)):
+        if other is not None and len(other) != len(predictions):
+            raise DeliaError(f"{len(predictions)} predictions but {len(other)} {name}")
+    if metric == "json_format":
+        result = json_format(predictions, references, cfg, hit_limit, seed)
+    elif metric == "exact":
+        result = exact(predictions, _require_references(metric, references), cfg, seed)
+    elif metric == "translation":
+        result = translation(predictions, _require_references(metric, references), cfg, sources, seed)
+    else:
+        raise DeliaError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
+    if hit_limit is not None and metric != "json_format":
+        # Without a closing brace to look for, an answer that used up its token budget counts as truncated.
+        for row, hit in zip(result["per_example"], hit_limit, strict=True):
+            row["truncated"] = bool(hit)
+        result["values"]["truncated"] = figure([float(h) for h in hit_limit], cfg.bootstrap, seed)
+    return {"metric": metric, "n": len(predictions), "bootstrap": cfg.bootstrap, "seed": seed, **result}

@@ -1,0 +1,219 @@
+"""Latent task adaptation: groups x latents LoRA increments, mixed per example by retrieval weights.
+
+For every target linear W, the forward becomes y = W x (+ the task LoRA) + s * sum_j w_{b,j} B_j A_j x,
+with w_{b,j} the normalised retrieval weights of example b (zero outside its top-k). It is computed
+batched: the k selected (A_j, B_j) of each example are gathered and applied with two einsums, so one
+forward serves examples that use different latent tasks.
+
+Wiring is by hooks, not module replacement, so PEFT's own adapter (the task LoRA), its state-dict names
+and its save/load stay untouched: a forward pre-hook on the transformer body computes the routing from
+the token ids, and a forward hook on each target linear adds the increment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from delia.methods.tki.routing import (
+    NO_GROUP,
+    InferenceGroups,
+    Routing,
+    UserTurnExtractor,
+    Weighting,
+    orthogonal_keys,
+    retrieve,
+)
+
+ATTRIBUTE = "tki_latents"  # where the adapter sits on the transformers model (never contains "lora_")
+
+
+@dataclass
+class LatentSpec:
+    """Everything needed to rebuild the latent adapter's shapes and behaviour (saved with the artefact)."""
+
+    groups: int
+    latents: int
+    top_k: int
+    rank: int
+    scaling: float
+    dropout: float
+    dim: int  # encoder dimension = key dimension
+    encoder: str  # the encoder actually used (the cache and the saved artefact name it)
+    weighting: Weighting = "cosine"
+    temperature: float = 0.05
+    inference_groups: InferenceGroups = "all"
+    seed: int = 0
+    targets: dict[str, list[int]] = field(default_factory=dict)  # module name -> [in_features, out_features]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class LatentBank(nn.Module):
+    """The groups * latents increments of one linear layer: down (A) and up (B) stacked."""
+
+    def __init__(self, n_latents: int, in_features: int, out_features: int, rank: int, scaling: float) -> None:
+        super().__init__()
+        self.scaling = scaling
+        # The issue's init, the reverse of LoRA's: A = 0 keeps the start at the base model, and since B != 0
+        # the gradient reaches A at once (dL/dA = B^T g x^T); B starts moving once A x is non-zero.
+        self.down = nn.Parameter(torch.zeros(n_latents, rank, in_features))
+        self.up = nn.Parameter(torch.randn(n_latents, out_features, rank) / rank)
+
+    def forward(self, x: torch.Tensor, routing: Routing) -> torch.Tensor:
+        down = self.down[routing.index]  # (batch, K, rank, in)
+        up = self.up[routing.index]  # (batch, K, out, rank)
+        flat = x.reshape(x.shape[0], -1, x.shape[-1])  # (batch, tokens, in)
+        hidden = torch.einsum("bti,bkri->btkr", flat.to(down.dtype), down)
+        hidden = hidden * routing.weight.to(hidden.dtype)[:, None, :, None]
+        delta = torch.einsum("btkr,bkor->bto", hidden, up) * self.scaling
+        return delta.reshape(*x.shape[:-1], delta.shape[-1])
+
+
+class LatentAdapter(nn.Module):
+    """Keys, banks and the live routing; `attach` wires it into a model."""
+
+    def __init__(self, spec: LatentSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        n_latents = spec.groups * spec.latents
+        generator_state = torch.random.get_rng_state()
+        torch.manual_seed(spec.seed)
+        try:
+            self.banks = nn.ModuleDict(
+                {
+                    _key(name): LatentBank(n_latents, shape[0], shape[1], spec.rank, spec.scaling)
+                    for name, shape in spec.targets.items()
+                }
+            )
+        finally:
+            torch.random.set_rng_state(generator_state)
+        self.register_buffer("keys", orthogonal_keys(spec.groups, spec.latents, spec.dim, spec.seed))
+        self.register_buffer("center", torch.zeros(spec.dim))
+        self.group_of: dict[str, int] = {}  # training input text -> its group
+        self.encoder: Any = None
+        self.extractor: UserTurnExtractor | None = None
+        self.current: Routing | None = None
+        self.active = True
+        self.unknown_in_training = 0  # training inputs routed like unseen ones (text not in group_of)
+        self._handles: list[Any] = []
+
+    # ---------------------------------------------------------------------------------------- routing
+
+    def route_texts(self, texts: list[str], groups: list[int]) -> Routing:
+        embeddings = self.encoder.encode(texts).to(self.center.device) - self.center
+        routing = retrieve(
+            embeddings.cpu(),
+            self.keys.cpu(),
+            torch.tensor(groups, dtype=torch.long),
+            self.spec.top_k,
+            self.spec.weighting,
+            self.spec.temperature,
+            self.spec.inference_groups,
+        )
+        device = self.keys.device
+        return Routing(routing.index.to(device), routing.weight.to(device))
+
+    def route_ids(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, training: bool) -> Routing:
+        assert self.extractor is not None, "attach() the adapter before routing"
+        rows = input_ids.tolist()
+        if attention_mask is not None and attention_mask.dim() == 2 and attention_mask.shape == input_ids.shape:
+            keep = attention_mask.bool().tolist()
+            rows = [[t for t, k in zip(row, mask, strict=True) if k] for row, mask in zip(rows, keep, strict=True)]
+        texts = [self.extractor.text(row) for row in rows]
+        groups = [self.group_of.get(text, NO_GROUP) if training else NO_GROUP for text in texts]
+        if training:
+            self.unknown_in_training += sum(g == NO_GROUP for g in groups)
+        return self.route_texts(texts, groups)
+
+    @contextlib.contextmanager
+    def bypass(self) -> Iterator[None]:
+        """Neither route nor add increments inside (the base-model encoder runs the model itself)."""
+        previous = self.active
+        self.active = False
+        try:
+            yield
+        finally:
+            self.active = previous
+
+    # ---------------------------------------------------------------------------------------- wiring
+
+    def attach(self, model: Any, tokenizer: Any) -> None:
+        """Register on the transformers model (so its parameters train and move with it) and hook in."""
+        inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+        setattr(inner, ATTRIBUTE, self)
+        self.extractor = UserTurnExtractor(tokenizer)
+        modules = dict(inner.named_modules())
+        for name in self.spec.targets:
+            self._handles.append(modules[name].register_forward_hook(self._delta_hook(self.banks[_key(name)])))
+        self._handles.append(inner.base_model.register_forward_pre_hook(self._route_hook, with_kwargs=True))
+
+    def detach(self, model: Any) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+        if getattr(inner, ATTRIBUTE, None) is self:
+            delattr(inner, ATTRIBUTE)
+
+    def _route_hook(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        if not self.active:
+            return
+        input_ids = kwargs.get("input_ids", args[0] if args else None)
+        if input_ids is None:  # embeddings fed directly (knowledge reinstatement): same examples, same routing
+            return
+        if _cache_length(kwargs.get("past_key_values")) > 0:  # decoding: keep the prompt's routing
+            return
+        self.current = self.route_ids(input_ids, kwargs.get("attention_mask"), module.training)
+
+    def _delta_hook(self, bank: LatentBank) -> Any:
+        def hook(module: nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> torch.Tensor | None:
+            if not self.active or self.current is None:
+                return None
+            x = args[0]
+            x = F.dropout(x, self.spec.dropout, training=module.training and self.spec.dropout > 0)
+            return output + bank(x, self.current.expand_to(x.shape[0])).to(output.dtype)
+
+        return hook
+
+
+def find_targets(model: Any, target_names: list[str]) -> dict[str, list[int]]:
+    """Module name -> [in, out] of every linear the latent increments go on: the PEFT LoRA layers when the
+    model has them (the task LoRA and the latents share targets), else linears named in target_names."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    try:
+        from peft.tuners.lora import LoraLayer
+    except ImportError:  # peft is a dependency; the guard only keeps this usable without it
+        LoraLayer = ()  # noqa: N806
+    found = {n: m for n, m in inner.named_modules() if LoraLayer and isinstance(m, LoraLayer)}
+    if not found:
+        everything = target_names in (["all-linear"], "all-linear")
+        found = {
+            name: module
+            for name, module in inner.named_modules()
+            if isinstance(module, nn.Linear)
+            and (name.rsplit(".", 1)[-1] in target_names or (everything and "lm_head" not in name))
+        }
+    return {name: [int(m.in_features), int(m.out_features)] for name, m in found.items()}
+
+
+def _key(module_name: str) -> str:
+    return module_name.replace(".", "__")
+
+
+def _cache_length(cache: Any) -> int:
+    if cache is None:
+        return 0
+    if hasattr(cache, "get_seq_length"):
+        return int(cache.get_seq_length())
+    try:  # legacy tuple-of-tuples cache
+        return int(cache[0][0].shape[-2])
+    except (IndexError, TypeError, AttributeError):
+        return 0

@@ -1,0 +1,255 @@
+"""Mix task and diverse examples into one training order: the paper's extensive shuffle and its peers.
+
+Schedules (ratio R, task set T):
+  shuffle     R x |T| diverse examples drawn without replacement (drawn again, with a warning, once the
+              file runs out), shuffled together with T: the paper's "extensive shuffle".
+  interleave  Algorithm 1: each task example, in the given order, followed by R diverse examples.
+  two_stage   T (shuffled), then R x |T| diverse examples, or diverse first (`two_stage_order`): DMT's
+              sequential baseline.
+  task_only   T alone, shuffled: the same output as shuffle with R = 0.
+
+The diverse file is never held in memory when it is messages JSONL (what `delia synth sample` writes): one
+pass records each record's byte offset, a seeded RNG draws offsets, and records are read back by seeking
+while the output streams into an atomic write. Same inputs and seed give a byte-identical file.
+"""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+import logging
+import math
+import random
+from array import array
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, BinaryIO, Protocol
+
+from delia.config import MixConfig
+from delia.data import Example, read_examples, write_jsonl
+from delia.data.io import example_from_record, parse_json_line
+from delia.errors import ConfigError, DataError, DeliaError
+
+logger = logging.getLogger(__name__)
+
+DIVERSE = "diverse"
+
+
+class DiversePool(Protocol):
+    """Diverse examples addressed by index, so draws need not hold the records."""
+
+    path: Path
+
+    def __len__(self) -> int: ...
+
+    def get(self, index: int) -> Example: ...
+
+    def close(self) -> None: ...
+
+
+class OffsetPool:
+    """A messages JSONL file as the byte offsets of its records; a record is parsed only when drawn."""
+
+    def __init__(self, path: Path, offsets: array) -> None:
+        self.path = path
+        self._offsets = offsets
+        self._handle: BinaryIO = open(path, "rb")  # noqa: SIM115 - closed in close()
+
+    def __len__(self) -> int:
+        return len(self._offsets)
+
+    def get(self, index: int) -> Example:
+        self._handle.seek(self._offsets[index])
+        try:
+            record = parse_json_line(self._handle.readline(), str(self.path), index + 1)
+            return example_from_record(record, "messages", DIVERSE, str(self.path), index + 1)
+        except DataError:
+            raise DataError(str(self.path), None, "the file changed while being mixed; rerun") from None
+
+    def close(self) -> None:
+        self._handle.close()
+
+
+class ListPool:
+    """Any other format, read into memory by read_examples."""
+
+    def __init__(self, path: Path, examples: list[Example]) -> None:
+        self.path = path
+        self._examples = examples
+
+    def __len__(self) -> int:
+        return len(self._examples)
+
+    def get(self, index: int) -> Example:
+        return self._examples[index]
+
+    def close(self) -> None:
+        pass
+
+
+def index_messages_jsonl(path: Path, fmt: str = "auto") -> OffsetPool | None:
+    """One validating pass over a messages JSONL file; None when the file is another format."""
+    if fmt not in ("auto", "messages") or path.suffix == ".gz" or not path.is_file():
+        return None
+    offsets = array("q")
+    position = 0
+    with open(path, "rb") as handle:
+        for lineno, raw in enumerate(handle, start=1):  # binary lines split on b"\n" only, like the readers
+            start, position = position, position + len(raw)
+            if lineno == 1 and raw.startswith(codecs.BOM_UTF8):
+                start, raw = start + len(codecs.BOM_UTF8), raw[len(codecs.BOM_UTF8) :]
+            if not raw.strip():
+                continue
+            if not offsets and (raw.lstrip().startswith(b"[") or b'"messages"' not in raw):
+                return None  # a JSON array, or a first record of another format: the general reader decides
+            record = parse_json_line(raw, str(path), lineno)
+            example_from_record(record, "messages", DIVERSE, str(path), lineno)
+            offsets.append(start)
+    return OffsetPool(path, offsets) if offsets else None
+
+
+def open_diverse(path: Path, fmt: str = "auto") -> DiversePool:
+    """Messages JSONL is indexed by offsets; other formats fall back to reading the whole file."""
+    pool = index_messages_jsonl(path, fmt)
+    if pool is not None:
+        return pool
+    examples = read_examples(path, fmt, source=DIVERSE)
+    if not examples:
+        raise DataError(str(path), None, "no diverse examples in this file")
+    logger.info("%s is not messages JSONL: read into memory (messages JSONL would be streamed)", path)
+    return ListPool(path, examples)
+
+
+def diverse_count(cfg: MixConfig, n_task: int) -> int:
+    """How many diverse examples the schedule asks for."""
+    if cfg.schedule == "task_only":
+        return 0
+    if cfg.schedule == "interleave":
+        return int(cfg.ratio) * n_task
+    return round(cfg.ratio * n_task)
+
+
+def draw_indices(pool_size: int, count: int, rng: random.Random) -> Iterator[int]:
+    """`count` indices without replacement while the pool lasts, then through a fresh random order again."""
+    while count > 0:
+        take = min(count, pool_size)
+        yield from rng.sample(range(pool_size), take)
+        count -= take
+
+
+def merge_uniformly(
+    first: Iterator[Example], n_first: int, second: Iterator[Example], n_second: int, rng: random.Random
+) -> Iterator[Example]:
+    """A uniformly random interleaving of two streams, as if their concatenation were shuffled."""
+    # Taking the next record from a side with probability (its records left / all left) gives every
+    # interleaving the same chance without materialising the R x |T| list to shuffle it.
+    left_first, left_second = n_first, n_second
+    while left_first or left_second:
+        if rng.randrange(left_first + left_second) < left_first:
+            left_first -= 1
+            yield next(first)
+        else:
+            left_second -= 1
+            yield next(second)
+
+
+def interleave(task: list[Example], diverse: Iterator[Example], per_task: int) -> Iterator[Example]:
+    """Algorithm 1: each task example followed by `per_task` diverse examples."""
+    for example in task:
+        yield example
+        for _ in range(per_task):
+            yield next(diverse)
+
+
+def check_config(cfg: MixConfig) -> None:
+    """MixConfig validates its ratio, but a config built with model_construct skips validation."""
+    ratio = cfg.ratio
+    if not math.isfinite(ratio) or ratio < 0:
+        raise ConfigError("mix.ratio", f"must be a finite number >= 0, got {ratio}")
+    if cfg.schedule == "interleave" and not float(ratio).is_integer():
+        message = f"interleave puts a whole number of diverse examples after each task example, got {ratio}"
+        raise ConfigError("mix.ratio", message)
+
+
+def schedule_stream(task: list[Example], pool: DiversePool | None, cfg: MixConfig) -> Iterator[Example]:
+    """The mixed examples in training order."""
+    n_diverse = diverse_count(cfg, len(task))
+    draws = draw_indices(len(pool) if pool else 0, n_diverse, random.Random(f"{cfg.seed}:draw"))
+    diverse = (pool.get(index) for index in draws) if pool else iter(())
+    if cfg.schedule == "interleave":
+        return interleave(task, diverse, int(cfg.ratio))
+    order = list(range(len(task)))
+    random.Random(f"{cfg.seed}:task").shuffle(order)
+    shuffled_task = (task[i] for i in order)
+    if cfg.schedule == "two_stage" and cfg.two_stage_order == "diverse_first":
+        return _chain(diverse, shuffled_task)
+    if cfg.schedule == "two_stage":
+        return _chain(shuffled_task, diverse)
+    return merge_uniformly(shuffled_task, len(task), diverse, n_diverse, random.Random(f"{cfg.seed}:merge"))
+
+
+def _chain(*streams: Iterator[Example]) -> Iterator[Example]:
+    for stream in streams:
+        yield from stream
+
+
+def mix(
+    task: list[Example],
+    diverse_path: Path | str | None,
+    cfg: MixConfig,
+    out_path: Path | str,
+    *,
+    diverse_format: str = "auto",
+) -> dict[str, Any]:
+    """Write the mixed JSONL (each record keeps its `source`) and return its counts."""
+    check_config(cfg)
+    if not task:
+        raise DeliaError("mix: there are no task examples to mix")
+    n_diverse = diverse_count(cfg, len(task))
+    if n_diverse and diverse_path is None:
+        raise DeliaError(f"mix: schedule {cfg.schedule} with ratio {cfg.ratio} needs a diverse data file")
+    pool = open_diverse(Path(diverse_path), diverse_format) if n_diverse and diverse_path else None
+    sources: dict[str, int] = {}
+    try:
+        if pool is not None and n_diverse > len(pool):
+            warn_upsampling(pool, n_diverse, cfg.ratio, len(task))
+        total = write_jsonl(out_path, _count_sources(schedule_stream(task, pool, cfg), sources))
+    finally:
+        if pool is not None:
+            pool.close()
+    available = len(pool) if pool is not None else 0
+    return {
+        "schedule": cfg.schedule,
+        "ratio": cfg.ratio,
+        "seed": cfg.seed,
+        "task": len(task),
+        "diverse": n_diverse,
+        "total": total,
+        "diverse_available": available,
+        "diverse_distinct": min(n_diverse, available),
+        "upsampled": n_diverse > available,
+        "sources": dict(sorted(sources.items())),
+        "out": str(out_path),
+        "sha256": file_sha256(Path(out_path)),
+    }
+
+
+def warn_upsampling(pool: DiversePool, n_diverse: int, ratio: float, n_task: int) -> None:
+    logger.warning(
+        f"upsampling: {pool.path} has {len(pool)} diverse examples but ratio {ratio} x {n_task} task "
+        f"examples needs {n_diverse}; each is used about {n_diverse / len(pool):.1f} times"
+    )
+
+
+def _count_sources(stream: Iterator[Example], sources: dict[str, int]) -> Iterator[Example]:
+    for example in stream:
+        sources[example.source] = sources.get(example.source, 0) + 1
+        yield example
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,351 @@
+"""The buffering diagnostic: how LoRA gradients of task batches and diverse batches relate.
+
+Over `n` task-only and `n` diverse-only batches (examples drawn by `source` from a mixed file, seeded), each
+batch's gradient g is the gradient of the mean next-token loss on assistant tokens with respect to every LoRA
+parameter (names containing "lora_"), flattened to one float32 vector; the model is in eval mode (no dropout).
+  cosine        mean / min / max of cos(g_i, g_j) over task-task pairs (i<j), diverse-diverse pairs (i<j)
+                and task-diverse pairs (all i, j)
+  norms         mean and std of ||g|| per source
+  cancellation  ||mean_i g_i|| / mean_i ||g_i|| per source: 1 when the batches push the same way; about
+                1/sqrt(n) when their directions are unrelated; lower when they cancel
+  biased dirs   the top-k right singular vectors V of the (uncentred) matrix of half the task gradients: the
+                directions task updates consistently push. On the other, held-out half we report
+                fraction = ||V g|| / ||g|| for task gradients, diverse gradients and mixed gradients
+                g_mix = w g_task + (1 - w) g_diverse (w = 1 / (1 + ratio), a batch's expected task share),
+                the absolute component ||V g|| of task and mixed gradients, and sqrt(k / P), the fraction a
+                random direction in P dimensions would have.
+A fresh LoRA (B = 0 at init) only has gradients on its B matrices; a loaded adapter gives gradients on both.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import statistics
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from delia.data.example import Example
+from delia.errors import DeliaError
+
+IGNORE_INDEX = -100
+
+
+@dataclass
+class BatchGradient:
+    source: str
+    vector: torch.Tensor
+    loss: float
+    label_tokens: int
+
+
+def masked_batch(tokenizer: Any, examples: list[Example], max_length: int) -> dict[str, torch.Tensor]:
+    """Right-padded ids with labels on the final assistant turn only.
+
+    Local stand-in for the train module's collate (dedup once delia.train exposes one): same loss, no packing.
+    """
+    rows = []
+    for example in examples:
+        prompt = tokenizer.apply_chat_template(
+            example.prompt_messages, tokenize=False, add_generation_prompt=True
+        )
+        full = tokenizer.apply_chat_template(example.messages, tokenize=False)
+        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        full_ids = tokenizer(full, add_special_tokens=False)["input_ids"][:max_length]
+        labels = [IGNORE_INDEX] * min(len(prompt_ids), len(full_ids)) + full_ids[len(prompt_ids) :]
+        rows.append((full_ids, labels))
+    width = max(len(ids) for ids, _ in rows)
+    pad = tokenizer.pad_token_id
+    input_ids = torch.tensor([ids + [pad] * (width - len(ids)) for ids, _ in rows])
+    labels = torch.tensor([lab + [IGNORE_INDEX] * (width - len(lab)) for _, lab in rows])
+    attention_mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in rows])
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+def attach_fresh_lora(model: Any, r: int, alpha: int, target_modules: list[str] | str) -> Any:
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(
+        r=r, lora_alpha=alpha, lora_dropout=0.0, target_modules=target_modules, task_type="CAUSAL_LM"
+    )
+    return get_peft_model(model, config).eval()
+
+
+def lora_parameters(model: Any) -> list[torch.nn.Parameter]:
+    """Every LoRA weight, made trainable; everything else frozen."""
+    params = []
+    for name, param in model.named_parameters():
+        param.requires_grad_("lora_" in name)
+        if "lora_" in name:
+            params.append(param)
+    if not params:
+        raise DeliaError("the model has no LoRA parameters (names containing 'lora_')")
+    return params
+
+
+def batch_gradient(
+    model: Any, params: list[torch.nn.Parameter], batch: dict[str, torch.Tensor]
+) -> tuple[torch.Tensor, float]:
+    device = params[0].device
+    batch = {key: value.to(device) for key, value in batch.items()}
+    model.zero_grad(set_to_none=True)
+    loss = model(**batch).loss
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    flat = torch.cat(
+        [
+            (g if g is not None else torch.zeros_like(p)).float().flatten()
+            for g, p in zip(grads, params, strict=True)
+        ]
+    )
+    return flat.cpu(), float(loss.detach())
+
+
+def sample_batches(
+    examples: list[Example], n_batches: int, batch_size: int, seed: int
+) -> list[list[Example]]:
+    """Up to n_batches disjoint batches from a seeded shuffle."""
+    order = list(examples)
+    random.Random(seed).shuffle(order)
+    count = min(n_batches, len(order) // batch_size)
+    return [order[i * batch_size : (i + 1) * batch_size] for i in range(count)]
+
+
+def split_by_source(examples: list[Example], task_source: str, diverse_source: str) -> tuple[list, list]:
+    task = [ex for ex in examples if ex.source == task_source and ex.response]
+    diverse = [ex for ex in examples if ex.source == diverse_source and ex.response]
+    return task, diverse
+
+
+def compute_gradients(
+    model: Any,
+    tokenizer: Any,
+    batches: list[tuple[str, list[Example]]],
+    max_length: int,
+    progress: bool = True,
+) -> list[BatchGradient]:
+    params = lora_parameters(model)
+    out = []
+    for source, examples in tqdm(batches, desc="gradients", unit="batch", disable=not progress):
+        batch = masked_batch(tokenizer, examples, max_length)
+        vector, loss = batch_gradient(model, params, batch)
+        out.append(BatchGradient(source, vector, loss, int((batch["labels"] != IGNORE_INDEX).sum())))
+    return out
+
+
+def cosine_matrix(vectors: torch.Tensor) -> torch.Tensor:
+    """Pairwise cosine similarity of the rows (float64)."""
+    unit = torch.nn.functional.normalize(vectors.double(), dim=-1)
+    return unit @ unit.T
+
+
+def pair_stats(
+    cosines: torch.Tensor, rows: list[int], cols: list[int], distinct: bool
+) -> dict[str, float] | None:
+    values = [float(cosines[i, j]) for i in rows for j in cols if (i < j if distinct else True)]
+    if not values:
+        return None
+    return {"mean": statistics.fmean(values), "min": min(values), "max": max(values), "n_pairs": len(values)}
+
+
+def cancellation(vectors: torch.Tensor) -> float:
+    """||mean g|| / mean ||g||."""
+    vectors = vectors.double()
+    return float(vectors.mean(0).norm() / vectors.norm(dim=-1).mean().clamp_min(1e-30))
+
+
+def principal_directions(vectors: torch.Tensor, k: int) -> torch.Tensor:
+    """[k, P] top right singular vectors of the uncentred gradient matrix."""
+    _, _, vh = torch.linalg.svd(vectors.double(), full_matrices=False)
+    return vh[:k]
+
+
+def subspace_component(vectors: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
+    """||V g|| per row."""
+    return (vectors.double() @ directions.T).norm(dim=-1)
+
+
+def active_coordinates(*matrices: torch.Tensor) -> int:
+    """Number of coordinates with a non-zero gradient in any row."""
+    nonzero = torch.zeros(matrices[0].shape[1], dtype=torch.bool)
+    for matrix in matrices:
+        nonzero |= (matrix != 0).any(0)
+    return max(int(nonzero.sum()), 1)
+
+
+def biased_direction_report(
+    task: torch.Tensor, diverse: torch.Tensor, ratio: float, top_k: int
+) -> dict[str, Any]:
+    """Fit V on the first half of task gradients; measure the held-out half, diverse, and mixed gradients."""
+    n_fit = task.shape[0] // 2
+    if n_fit < top_k or task.shape[0] - n_fit < 1:
+        raise DeliaError(f"need at least {2 * top_k} task batches for --top-k {top_k}, got {task.shape[0]}")
+    directions = principal_directions(task[:n_fit], top_k)
+    held_out = task[n_fit:].double()
+    pairs = diverse.double()[torch.arange(held_out.shape[0]) % diverse.shape[0]]
+    weight = 1.0 / (1.0 + ratio)
+    mixed = weight * held_out + (1.0 - weight) * pairs
+
+    def fraction(vectors: torch.Tensor) -> float:
+        return float((subspace_component(vectors, directions) / vectors.norm(dim=-1).clamp_min(1e-30)).mean())
+
+    component_task = float(subspace_component(held_out, directions).mean())
+    component_mixed = float(subspace_component(mixed, directions).mean())
+    fractions = {"task": fraction(held_out), "diverse": fraction(diverse), "mixed": fraction(mixed)}
+    return {
+        "top_k": top_k,
+        "fit_batches": n_fit,
+        "held_out_task_batches": held_out.shape[0],
+        "ratio": ratio,
+        "task_weight": weight,
+        # A random direction within the coordinates that get gradients at all (fresh LoRA: B only).
+        "fraction": {**fractions, "random_baseline": math.sqrt(top_k / active_coordinates(task, diverse))},
+        "fraction_shrink_mixed_over_task": fractions["mixed"] / fractions["task"]
+        if fractions["task"]
+        else None,
+        "component": {"task": component_task, "mixed": component_mixed},
+    }
+
+
+def norm_stats(vectors: torch.Tensor) -> dict[str, float]:
+    norms = vectors.double().norm(dim=-1).tolist()
+    return {"mean": statistics.fmean(norms), "std": statistics.pstdev(norms)}
+
+
+def gradient_report(gradients: list[BatchGradient], ratio: float, top_k: int = 1) -> dict[str, Any]:
+    """Every figure in the module docstring, from per-batch gradients tagged "task" or "diverse"."""
+    task_rows = [i for i, g in enumerate(gradients) if g.source == "task"]
+    diverse_rows = [i for i, g in enumerate(gradients) if g.source == "diverse"]
+    if len(task_rows) < 2 or len(diverse_rows) < 2:
+        raise DeliaError(
+            f"need at least 2 task and 2 diverse batches, got {len(task_rows)} and {len(diverse_rows)}"
+        )
+    vectors = torch.stack([g.vector for g in gradients])
+    task, diverse = vectors[task_rows], vectors[diverse_rows]
+    cosines = cosine_matrix(vectors)
+    n_task, n_diverse = len(task_rows), len(diverse_rows)
+    return {
+        "n_params": int(vectors.shape[1]),
+        "n_params_with_gradient": active_coordinates(vectors),
+        "batches": {"task": n_task, "diverse": n_diverse},
+        "cosine": {
+            "task_task": pair_stats(cosines, task_rows, task_rows, distinct=True),
+            "diverse_diverse": pair_stats(cosines, diverse_rows, diverse_rows, distinct=True),
+            "task_diverse": pair_stats(cosines, task_rows, diverse_rows, distinct=False),
+        },
+        "norms": {"task": norm_stats(task), "diverse": norm_stats(diverse)},
+        "cancellation": {
+            "task": cancellation(task),
+            "diverse": cancellation(diverse),
+            "unrelated_baseline_task": 1 / math.sqrt(n_task),
+            "unrelated_baseline_diverse": 1 / math.sqrt(n_diverse),
+        },
+        "biased_directions": biased_direction_report(task, diverse, ratio, top_k),
+        "per_batch": [
+            {
+                "source": g.source,
+                "loss": g.loss,
+                "label_tokens": g.label_tokens,
+                "norm": float(g.vector.norm()),
+            }
+            for g in gradients
+        ],
+        "cosine_matrix": [[round(float(c), 6) for c in row] for row in cosines],
+    }
+
+
+def summary_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """A flat two-column table of the headline figures."""
+    rows: list[dict[str, Any]] = []
+    for pair, stats in report["cosine"].items():
+        rows.append({"figure": f"cosine {pair.replace('_', '-')} (mean)", "value": stats and stats["mean"]})
+    for source, stats in report["norms"].items():
+        rows.append({"figure": f"norm {source} (mean)", "value": stats["mean"]})
+    for key, value in report["cancellation"].items():
+        rows.append({"figure": f"cancellation {key.replace('_', ' ')}", "value": value})
+    biased = report["biased_directions"]
+    for key, value in biased["fraction"].items():
+        rows.append(
+            {
+                "figure": f"fraction along top-{biased['top_k']} task dirs: {key.replace('_', ' ')}",
+                "value": value,
+            }
+        )
+    for key, value in biased["component"].items():
+        rows.append({"figure": f"component along top-{biased['top_k']} task dirs: {key}", "value": value})
+    rows.append(
+        {"figure": "fraction shrink (mixed / task)", "value": biased["fraction_shrink_mixed_over_task"]}
+    )
+    return rows
+
+
+@dataclass(frozen=True)
+class FreshLora:
+    """The LoRA attached to a base model when no adapter is given (defaults: the config's lora section)."""
+
+    r: int = 16
+    alpha: int = 32
+    target_modules: tuple[str, ...] | str = ("q_proj", "k_proj", "v_proj", "o_proj")  # or "all-linear"
+
+
+def run_gradient_probe(
+    target: Any,
+    examples: list[Example],
+    out_dir: Path,
+    n_batches: int = 8,
+    batch_size: int = 4,
+    max_length: int = 512,
+    ratio: float | None = None,
+    top_k: int = 1,
+    fresh_lora: FreshLora | None = None,
+    sources: tuple[str, str] = ("task", "diverse"),
+    seed: int = 0,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """Gradients of `n_batches` task and diverse batches; write gradients.json, .csv, .md and .png."""
+    from delia.data.io import write_json
+    from delia.probe.loading import load_target
+    from delia.probe.plots import plot_gradients
+    from delia.probe.tables import markdown_table, write_csv
+
+    task, diverse = split_by_source(examples, *sources)
+    if not task or not diverse:
+        raise DeliaError(
+            f"the data needs answered examples with source {sources[0]!r} and {sources[1]!r}; "
+            f"found {len(task)} and {len(diverse)}"
+        )
+    ratio = len(diverse) / len(task) if ratio is None else ratio
+    batches = [("task", b) for b in sample_batches(task, n_batches, batch_size, seed)]
+    batches += [("diverse", b) for b in sample_batches(diverse, n_batches, batch_size, seed)]
+    model, tokenizer = load_target(target, device)
+    if target.adapter_dir is None:
+        fresh_lora = fresh_lora or FreshLora()
+        modules = fresh_lora.target_modules
+        torch.manual_seed(seed)  # LoRA A is drawn at random
+        model = attach_fresh_lora(
+            model, fresh_lora.r, fresh_lora.alpha, modules if isinstance(modules, str) else list(modules)
+        )
+    gradients = compute_gradients(model, tokenizer, batches, max_length)
+    report = gradient_report(gradients, ratio, top_k)
+    report["settings"] = {
+        "run": target.name,
+        "model": target.model_spec,
+        "adapter": str(target.adapter_dir or ""),
+        "fresh_lora": None if target.adapter_dir else asdict(fresh_lora),
+        "batch_size": batch_size,
+        "max_length": max_length,
+        "seed": seed,
+        "sources": list(sources),
+        "examples": {"task": len(task), "diverse": len(diverse)},
+    }
+    labels = [f"{g.source[0].upper()}{i}" for i, g in enumerate(gradients)]
+    table = summary_rows(report)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / "gradients.json", report)
+    write_csv(out_dir / "gradients.csv", table)
+    (out_dir / "gradients.md").write_text(markdown_table(table), encoding="utf-8")
+    plot_gradients(report, labels, out_dir / "gradients.png")
+    return {"report": report, "table": table, "out_dir": str(out_dir)}

@@ -1,0 +1,115 @@
+"""Which models a probe compares: the base model plus named adapters, each loaded with its own tokenizer.
+
+An adapter is given as a run directory (holding `adapter/`) or as the adapter directory itself. Its base model
+is read from `delia_adapter.json` unless the user names one.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from delia.errors import DeliaError
+from delia.models import EMBEDDED
+
+ADAPTER_META = "delia_adapter.json"
+BASE_NAME = "base"
+
+
+@dataclass(frozen=True)
+class ProbeTarget:
+    """One model a probe measures: `adapter_dir` None means the base model alone."""
+
+    name: str
+    model_spec: str
+    adapter_dir: Path | None
+
+
+def resolve_adapter_dir(path: str | Path) -> Path:
+    """A run directory or an adapter directory -> the directory holding adapter_config.json."""
+    path = Path(path)
+    for candidate in (path, path / "adapter"):
+        if (candidate / "adapter_config.json").exists():
+            return candidate
+    if not path.exists():
+        raise DeliaError(f"adapter {path} does not exist")
+    raise DeliaError(f"{path} holds no adapter (no adapter_config.json in it or in {path / 'adapter'})")
+
+
+def adapter_base_model(adapter_dir: Path) -> str | None:
+    meta = adapter_dir / ADAPTER_META
+    if not meta.exists():
+        return None
+    try:
+        return json.loads(meta.read_text(encoding="utf-8")).get("base_model")
+    except (json.JSONDecodeError, AttributeError) as err:
+        raise DeliaError(f"{meta}: not a JSON object naming base_model ({err})") from None
+
+
+def parse_named_path(item: str) -> tuple[str, Path]:
+    """`NAME=PATH` -> (NAME, PATH); a bare PATH is named after its directory (its parent for `adapter/`)."""
+    if "=" in item:
+        name, raw = item.split("=", 1)
+        if not name.strip() or not raw.strip():
+            raise DeliaError(f"--run {item!r}: expected NAME=PATH")
+        return name.strip(), Path(raw.strip())
+    path = Path(item)
+    resolved = path.resolve()
+    name = resolved.parent.name if resolved.name == "adapter" else resolved.name
+    return name, path
+
+
+def probe_targets(model_spec: str | None, runs: list[str], include_base: bool = True) -> list[ProbeTarget]:
+    """The base model (unless excluded) followed by each `--run` adapter, in the order given."""
+    targets: list[ProbeTarget] = []
+    adapters = [(name, resolve_adapter_dir(path)) for name, path in map(parse_named_path, runs)]
+    names = [name for name, _ in adapters] + ([BASE_NAME] if include_base else [])
+    duplicate = next((n for n in names if names.count(n) > 1), None)
+    if duplicate is not None:
+        raise DeliaError(f"two runs are named {duplicate!r}: name them with NAME=PATH")
+    first_base = next((adapter_base_model(d) for _, d in adapters if adapter_base_model(d)), None)
+    base_spec = model_spec or first_base or EMBEDDED
+    if include_base:
+        targets.append(ProbeTarget(BASE_NAME, base_spec, None))
+    for name, adapter_dir in adapters:
+        spec = model_spec or adapter_base_model(adapter_dir) or EMBEDDED
+        targets.append(ProbeTarget(name, spec, adapter_dir))
+    if not targets:
+        raise DeliaError("nothing to probe: give --run NAME=DIR or drop --no-base")
+    return targets
+
+
+def load_target(target: ProbeTarget, device: str = "cpu") -> tuple[Any, Any]:
+    return load_model_and_tokenizer(target.model_spec, target.adapter_dir, device)
+
+
+def load_model_and_tokenizer(
+    model_spec: str, adapter_dir: Path | None, device: str = "cpu"
+) -> tuple[Any, Any]:
+    """(model in eval mode, tokenizer): the train module's loader when it exists, else the local fallback."""
+    try:
+        from delia.train import load_adapter_model
+    except ImportError:
+        load_adapter_model = _load_adapter_model_fallback
+    return load_adapter_model(model_spec, adapter_dir, device)
+
+
+def _load_adapter_model_fallback(model_spec: str, adapter_dir: str | Path | None, device: str = "cpu") -> Any:
+    """Same contract as delia.train.load_adapter_model; kept only until that exists (dedup then)."""
+    from transformers import AutoTokenizer
+
+    from delia.models import load_model, load_tokenizer
+
+    model = load_model(model_spec, device=device)
+    if adapter_dir is None:
+        return model.eval(), load_tokenizer(model_spec)
+    from peft import PeftModel
+
+    tokenizer = AutoTokenizer.from_pretrained(str(adapter_dir))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    return PeftModel.from_pretrained(model, str(adapter_dir)).to(device).eval(), tokenizer

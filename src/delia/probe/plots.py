@@ -1,0 +1,143 @@
+"""PNG figures for the probes (matplotlib, Agg backend: no display needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+DPI = 130
+
+
+def _save(fig: Any, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
+def plot_repr(results: list[dict[str, Any]], keywords: list[str], path: Path) -> Path:
+    """One panel per keyword: L2 distance of the special token to it at each block, one line per run."""
+    fig, axes = plt.subplots(1, len(keywords), figsize=(5.5 * len(keywords), 4), squeeze=False)
+    skipped = [r["run"] for r in results if not r["applicable"]]
+    token = results[0]["token"] if results else "?"
+    for ax, keyword in zip(axes[0], keywords, strict=True):
+        for result in results:
+            if not result["applicable"]:
+                continue
+            curve = result["keywords"][keyword]["l2_mean"][1:]  # index 0 is the embedding output
+            ax.plot(range(1, len(curve) + 1), curve, marker="o", markersize=3, label=result["run"])
+        ax.set_title(f"L2({token}, {keyword!r}) per block")
+        ax.set_xlabel("transformer block")
+        ax.set_ylabel("L2 distance of hidden states")
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=8)
+    if skipped:
+        fig.text(0.01, 0.01, f"not applicable ({token} not in tokenizer): {', '.join(skipped)}", fontsize=8)
+    return _save(fig, path)
+
+
+DIVERGENT_PANELS = (
+    ("entropy", "entropy (nats)"),
+    ("tokens_at_mass", "tokens covering {mass:.0%} of p"),
+    ("p_brace", "p(token starting with '{{')"),
+)
+
+
+def plot_divergent(results: list[dict[str, Any]], path: Path) -> Path:
+    """Bars per run (mean with std error bars) for entropy, tokens@mass and p('{')."""
+    fig, axes = plt.subplots(1, len(DIVERGENT_PANELS), figsize=(4.2 * len(DIVERGENT_PANELS), 3.8))
+    names = [r["run"] for r in results]
+    mass = results[0]["mass"] if results else 0.9
+    for ax, (key, label) in zip(axes, DIVERGENT_PANELS, strict=True):
+        means = [r["summary"][key]["mean"] if r["summary"][key] else 0.0 for r in results]
+        stds = [r["summary"][key]["std"] if r["summary"][key] else 0.0 for r in results]
+        ax.bar(names, means, yerr=stds, capsize=4, color=[f"C{i}" for i in range(len(names))])
+        for x, value in enumerate(means):
+            ax.annotate(
+                f"{value:.3g}",
+                (x, value),
+                ha="center",
+                va="bottom",
+                fontsize=8,
+                xytext=(0, 2),
+                textcoords="offset points",
+            )
+        if key == "tokens_at_mass" and min(means) > 0 and max(means) / min(means) > 30:
+            ax.set_yscale("log")  # a tuned model can need 1 token where the base needs thousands
+        ax.set_title(label.format(mass=mass))
+        ax.tick_params(axis="x", rotation=20)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle("state space at the first assistant token (mean ± std over prompts)", fontsize=10)
+    return _save(fig, path)
+
+
+def plot_losscurves(results: list[dict[str, Any]], path: Path, smooth: Any, x_axis: str = "step") -> Path:
+    """Left: held-out task loss per run. Right: training loss per source (task solid, diverse dashed)."""
+    fig, (held, train) = plt.subplots(1, 2, figsize=(11, 4))
+    for index, result in enumerate(results):
+        colour = f"C{index}"
+        label = result["run"] if result["ratio"] is None else f"{result['run']} (ratio {result['ratio']:g})"
+        scale = 1.0 / result["max_step"] if x_axis == "progress" and result["max_step"] else 1.0
+        curve = result["curves"].get("eval_task_loss")
+        if curve:
+            held.plot(
+                [s * scale for s in curve["step"]],
+                curve["value"],
+                marker="o",
+                markersize=3,
+                color=colour,
+                label=label,
+            )
+        for key, style in (("loss_task", "-"), ("loss_diverse", "--")):
+            curve = result["curves"].get(key)
+            if curve:
+                train.plot(
+                    [s * scale for s in curve["step"]],
+                    smooth(curve["value"]),
+                    style,
+                    color=colour,
+                    label=f"{label}: {key.removeprefix('loss_')}",
+                )
+    xlabel = "fraction of training" if x_axis == "progress" else "optimizer step"
+    for ax, title in ((held, "held-out task loss"), (train, "training loss by source (smoothed)")):
+        ax.set_title(title)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("loss")
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=8)
+        else:
+            ax.text(0.5, 0.5, "no run logged this", ha="center", va="center", transform=ax.transAxes)
+    return _save(fig, path)
+
+
+def plot_gradients(report: dict[str, Any], labels: list[str], path: Path) -> Path:
+    """Left: pairwise cosine of batch gradients. Right: fraction along biased directions."""
+    fig, (heat, bars) = plt.subplots(1, 2, figsize=(11, 4.6), gridspec_kw={"width_ratios": [1.1, 1]})
+    matrix = report["cosine_matrix"]
+    image = heat.imshow(matrix, cmap="RdBu_r", vmin=-1, vmax=1)
+    heat.set_xticks(range(len(labels)), labels, rotation=90, fontsize=7)
+    heat.set_yticks(range(len(labels)), labels, fontsize=7)
+    heat.set_title("cosine of LoRA gradients per batch")
+    fig.colorbar(image, ax=heat, fraction=0.046)
+    biased = report["biased_directions"]
+    keys = ["task", "mixed", "diverse", "random_baseline"]
+    values = [biased["fraction"][k] for k in keys]
+    bars.bar([k.replace("_", "\n") for k in keys], values, color=["C0", "C2", "C1", "C7"])
+    bars.set_title(
+        f"||V g|| / ||g|| along top-{biased['top_k']} task directions\n"
+        f"(held-out batches; mixed = task share {biased['task_weight']:.2f})",
+        fontsize=10,
+    )
+    bars.set_ylim(0, 1)
+    bars.grid(axis="y", alpha=0.3)
+    for x, value in enumerate(values):
+        bars.text(x, value + 0.02, f"{value:.3f}", ha="center", fontsize=8)
+    return _save(fig, path)

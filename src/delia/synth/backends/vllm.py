@@ -1,0 +1,52 @@
+"""vLLM in-process (optional extra `vllm`, needs a GPU): the paper's own sampler."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from delia.config import SamplingConfig
+from delia.errors import DeliaError
+from delia.synth.backends.base import GenerationStats, Message
+
+INSTALL_HINT = "pip install 'delia[vllm]' (needs a CUDA GPU), or use --backend local or --backend openai"
+
+
+def import_vllm() -> Any:
+    try:
+        import vllm
+    except ImportError as err:
+        raise DeliaError(f"the vllm backend needs the vllm package, which is not importable ({err}); {INSTALL_HINT}")
+    return vllm
+
+
+class VllmBackend:
+    name = "vllm"
+
+    def __init__(self, model_spec: str, gpu_memory_utilization: float = 0.9, **engine_options: Any) -> None:
+        vllm = import_vllm()
+        from delia.models import resolve_model_dir
+
+        self.llm = vllm.LLM(
+            model=resolve_model_dir(model_spec), gpu_memory_utilization=gpu_memory_utilization, **engine_options
+        )
+        self._sampling_params = vllm.SamplingParams
+        self.stats = GenerationStats()
+        self.last_new_tokens: list[int] = []
+
+    def generate(self, prompts: list[list[Message]], sampling: SamplingConfig) -> list[str]:
+        params = self._sampling_params(
+            temperature=sampling.temperature,
+            top_p=sampling.top_p if sampling.temperature > 0 else 1.0,
+            max_tokens=sampling.max_new_tokens,
+            seed=sampling.seed,
+        )
+        start = time.perf_counter()
+        outputs = self.llm.chat(prompts, params, use_tqdm=True)
+        counts = [len(out.outputs[0].token_ids) for out in outputs]
+        self.last_new_tokens = counts
+        self.stats.prompts += len(prompts)
+        self.stats.new_tokens += sum(counts)
+        self.stats.per_prompt_tokens.extend(counts)
+        self.stats.seconds += time.perf_counter() - start
+        return [out.outputs[0].text.strip() for out in outputs]

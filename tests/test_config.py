@@ -1,0 +1,142 @@
+"""Config schema: the paper's defaults, YAML, `--set` overrides, errors naming the field, stage hashes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from delia.config import (
+    MixConfig,
+    RunConfig,
+    TrainConfig,
+    build_config,
+    effective_batch_size,
+    load_config,
+    parse_overrides,
+)
+from delia.errors import ConfigError
+from delia.models import EMBEDDED
+
+
+def test_defaults_are_the_papers() -> None:
+    config = RunConfig()
+    assert config.model.name == EMBEDDED
+    assert config.lora.r == 16
+    assert config.train.lr == 2e-4
+    assert config.train.epochs == 1
+    assert config.tokens.add == ["<sep>"]
+    assert config.mix.schedule == "shuffle"
+    assert (config.sample.sampling.temperature, config.sample.sampling.top_p) == (0.7, 0.95)
+
+
+@pytest.mark.parametrize(("n_examples", "batch"), [(1, 16), (100, 16), (255, 16), (256, 64), (10_000, 64)])
+def test_batch_size_rule(n_examples: int, batch: int) -> None:
+    assert effective_batch_size(TrainConfig(), n_examples) == batch
+    assert effective_batch_size(TrainConfig(batch_size=8), n_examples) == 8  # an explicit size wins
+
+
+def test_yaml_load_and_override_types(tmp_path: Path) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text("name: demo\ntrain:\n  lr: 0.001\n  epochs: 4\nlora:\n  r: 8\n", encoding="utf-8")
+    config = load_config(path, ["train.epochs=2", "lora.target_modules=[q_proj, v_proj]", "mix.ratio=2.5"])
+    assert config.name == "demo"
+    assert config.train.lr == 1e-3  # from the file
+    assert config.train.epochs == 2  # the override wins
+    assert config.lora.r == 8 and config.lora.alpha == 32  # other keys keep their defaults
+    assert config.lora.target_modules == ["q_proj", "v_proj"]
+    assert config.mix.ratio == 2.5
+
+
+def test_override_values_are_parsed_as_yaml() -> None:
+    assert parse_overrides(["a.b=3", "a.c=true", "d=[x, y]", "e=null", "f=text", "g="]) == {
+        "a": {"b": 3, "c": True},
+        "d": ["x", "y"],
+        "e": None,
+        "f": "text",
+        "g": "",
+    }
+    config = load_config(None, ["train.lr=1e-3", "name=2024", "train.batch_size=null", "train.threads=2"])
+    assert config.train.lr == 1e-3 and config.name == "2024"  # a number given to a text field stays text
+    assert config.train.batch_size is None and config.train.threads == 2
+
+
+def test_a_round_trip_through_yaml(tmp_path: Path) -> None:
+    config = load_config(None, ["train.lr=0.001", "mix.schedule=interleave", "mix.ratio=3"])
+    (tmp_path / "c.yaml").write_text(config.to_yaml(), encoding="utf-8")
+    assert load_config(tmp_path / "c.yaml") == config
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["train.lrr=1"], r"config train\.lrr \(overrides\): unknown key"),
+        (["trian.lr=1"], r"config trian \(overrides\): unknown key"),
+        (["train.lr=fast"], r"config train\.lr \(overrides\): Input should be a valid number"),
+        (["mix.ratio=-1"], r"config mix\.ratio \(overrides\): ratio must be a finite number >= 0, got -1"),
+        (["mix.ratio=.nan"], r"config mix\.ratio \(overrides\): ratio must be a finite number"),
+        (["mix.schedule=random"], r"config mix\.schedule \(overrides\): Input should be 'shuffle'"),
+        (["train.lr"], r"config train\.lr: an override must look like section\.key=value"),
+    ],
+)
+def test_bad_overrides_name_the_field(overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, overrides)
+
+
+def test_unknown_key_in_a_file_names_file_and_field(tmp_path: Path) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text("train:\n  lr: 0.001\n  epoch: 2\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"config train\.epoch \(.*run\.yaml\): unknown key") as err:
+        load_config(path)
+    assert err.value.field.startswith("train.epoch")
+
+
+def test_bad_yaml_names_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: x\ntrain:\n  lr: [0.1\n  epochs: 2\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"bad\.yaml:\d+: invalid YAML"):
+        load_config(path)
+    path.write_text("name: x\n\ttrain: 1\n", encoding="utf-8")  # a tab indent: the error is on line 2
+    with pytest.raises(ConfigError, match=r"bad\.yaml:2: invalid YAML"):
+        load_config(path)
+    path.write_text("- a\n- b\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="the top level must be a mapping"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="config file does not exist"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_an_empty_file_is_all_defaults(tmp_path: Path) -> None:
+    (tmp_path / "empty.yaml").write_text("", encoding="utf-8")
+    assert load_config(tmp_path / "empty.yaml") == RunConfig()
+
+
+def test_ratio_below_zero_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"mix\.ratio"):
+        build_config({"mix": {"ratio": -0.5}})
+    assert MixConfig(ratio=0).ratio == 0  # zero is allowed: task data only
+
+
+def test_sections_refuse_a_typo_on_assignment() -> None:
+    config = RunConfig()
+    with pytest.raises(ValueError, match="ratio must be"):
+        config.mix.ratio = -1
+
+
+def test_stage_hash_is_stable_and_sensitive() -> None:
+    base = RunConfig()
+    same = load_config(None, [])
+    assert base.stage_hash("mix", "sample") == same.stage_hash("mix", "sample")
+    assert len(base.stage_hash("mix")) == 12
+    changed_mix = load_config(None, ["mix.seed=1"])
+    assert changed_mix.stage_hash("mix") != base.stage_hash("mix")
+    # A stage is keyed only by the sections it reads...
+    changed_train = load_config(None, ["train.lr=0.001"])
+    assert changed_train.stage_hash("mix", "sample") == base.stage_hash("mix", "sample")
+    assert changed_train.stage_hash("train") != base.stage_hash("train")
+    # ...and by the stages upstream of it.
+    assert base.stage_hash("mix", upstream=("a",)) != base.stage_hash("mix", upstream=("b",))
+    assert base.stage_hash("mix") != base.stage_hash("sample")
+    # Fixed value: a change here means every cached stage is silently recomputed (or worse, reused).
+    assert base.stage_hash("mix") == RunConfig(mix=MixConfig()).stage_hash("mix")

@@ -1,0 +1,173 @@
+"""evaluate_model on the tiny model, and the `delia score` / `delia eval` commands."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from delia.config import EvalConfig
+from delia.data import Example, write_jsonl
+from delia.errors import DeliaError
+from delia.evaluate import evaluate_model
+
+
+def _examples(n: int) -> list[Example]:
+    return [
+        Example(
+            messages=[
+                {
+                    "role": "user",
+                    "content": f"Context {i}: is the answer made up? Reply in the <sep> format.",
+                },
+                {
+                    "role": "assistant",
+                    "content": f"{{'thought': 'case {i}', 'hallucination': '{'yes' if i % 2 else 'no'}'}}",
+                },
+            ]
+        )
+        for i in range(n)
+    ]
+
+
+def test_evaluate_model_writes_predictions_and_metrics(
+    tiny_model: Any, tokenizer: Any, tmp_path: Path
+) -> None:
+    examples = _examples(5)
+    cfg = EvalConfig(limit=4, max_new_tokens=6, batch_size=3, bootstrap=100)
+    tiny_model.train()
+    metrics = evaluate_model(tiny_model, tokenizer, examples, cfg, tmp_path, progress=False)
+    assert tiny_model.training  # the caller's mode is restored
+
+    rows = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in rows] == [ex.id for ex in examples[:4]]
+    for row, ex in zip(rows, examples, strict=False):
+        assert row["prompt"] == ex.prompt_messages
+        assert row["reference"] == ex.response
+        assert isinstance(row["prediction"], str)
+        assert 0 <= row["new_tokens"] <= 6
+        assert row["hit_limit"] == (row["new_tokens"] == 6)
+        assert row["truncated"] == (row["hit_limit"] and row["scores"]["unclosed"])
+        assert {"json_format", "strict_json", "label_correct"} <= set(row["scores"])
+
+    on_disk = json.loads((tmp_path / "metrics.json").read_text())
+    assert on_disk == json.loads(json.dumps(metrics))
+    assert metrics["metric"] == "json_format" and metrics["n"] == 4
+    for name in ("json_format", "strict_json", "label_accuracy", "truncated"):
+        fig = metrics["values"][name]
+        assert fig["n"] == 4 and fig["ci_low"] <= fig["value"] <= fig["ci_high"]
+    generation = metrics["generation"]
+    assert generation["new_tokens"] == sum(r["new_tokens"] for r in rows)
+    assert generation["tokens_per_second"] > 0 and metrics["seconds"] > 0
+    assert "per_example" not in metrics
+
+
+def test_evaluate_model_is_greedy_and_repeatable(tiny_model: Any, tokenizer: Any, tmp_path: Path) -> None:
+    cfg = EvalConfig(max_new_tokens=5, batch_size=2, bootstrap=10, metric="exact")
+    evaluate_model(tiny_model, tokenizer, _examples(3), cfg, tmp_path / "a", progress=False)
+    evaluate_model(tiny_model, tokenizer, _examples(3), cfg, tmp_path / "b", progress=False)
+    first = (tmp_path / "a" / "predictions.jsonl").read_text()
+    assert first == (tmp_path / "b" / "predictions.jsonl").read_text()
+    assert "truncated" in json.loads((tmp_path / "a" / "metrics.json").read_text())["values"]
+
+
+def test_evaluate_model_rejects_nothing_to_do(tiny_model: Any, tokenizer: Any, tmp_path: Path) -> None:
+    with pytest.raises(DeliaError, match="no evaluation examples"):
+        evaluate_model(tiny_model, tokenizer, _examples(2), EvalConfig(limit=0), tmp_path, progress=False)
+
+
+def _app(module: Any) -> typer.Typer:
+    app = typer.Typer()
+
+    @app.callback()
+    def _root() -> None:
+        """Keeps sub-commands named."""
+
+    module.register(app)
+    return app
+
+
+ISSUE_ROWS = [
+    {"prediction": "{'thought': 'it is fine', 'hallucination': 'yes'}"},
+    {"prediction": 'Let me check. {"thought": "x", "hallucination": "no"}'},
+    {"prediction": '{"thought": "x"}'},
+    {"prediction": "No hallucination here."},
+]
+
+
+def test_score_command_issue_check(tmp_path: Path) -> None:
+    from delia.cli import score as score_cli
+
+    path = tmp_path / "preds.jsonl"
+    write_jsonl(path, ISSUE_ROWS)
+    args = ["score", "json_format", "--predictions", str(path), "--keys", "thought,hallucination"]
+    result = CliRunner().invoke(_app(score_cli), [*args, "--label-key", "hallucination", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["values"]["json_format"]["value"] == 0.5
+    assert report["per_example"][0]["label"] == "yes"
+    table = CliRunner().invoke(_app(score_cli), args)
+    assert table.exit_code == 0 and "json_format" in table.output and "95% CI" in table.output
+
+
+def test_score_command_with_references_and_limits(tmp_path: Path) -> None:
+    from delia.cli import score as score_cli
+
+    rows = [
+        {"prediction": "{'thought': 'a', 'hallucination': 'yes'}", "reference": "yes", "hit_limit": False},
+        {"prediction": "{'thought': 'a cut-off answ", "reference": "no", "hit_limit": True},
+    ]
+    path = tmp_path / "preds.jsonl"
+    write_jsonl(path, rows)
+    result = CliRunner().invoke(
+        _app(score_cli), ["score", "json_format", "--predictions", str(path), "--json"]
+    )
+    report = json.loads(result.output)
+    assert report["values"]["label_accuracy"]["value"] == 0.5
+    assert report["values"]["truncated"]["value"] == 0.5
+
+
+def test_score_command_names_a_bad_line(tmp_path: Path) -> None:
+    from delia.cli import score as score_cli
+
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"prediction": "a"}\n{"answer": "b"}\n')
+    result = CliRunner().invoke(_app(score_cli), ["score", "exact", "--predictions", str(path)])
+    assert isinstance(result.exception, DeliaError)
+    assert f"{path}:2" in str(result.exception)
+
+
+def test_delia_score_entry_point_issue_check(tmp_path: Path) -> None:
+    """The issue's check, through the real `delia` entry point."""
+    path = tmp_path / "preds.jsonl"
+    write_jsonl(path, ISSUE_ROWS)
+    command = [sys.executable, "-c", "from delia.cli import main; main()", "score", "json_format"]
+    options = ["--predictions", str(path), "--keys", "thought,hallucination", "--label-key", "hallucination"]
+    done = subprocess.run([*command, *options, "--json"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["values"]["json_format"]["value"] == 0.5
+    assert report["per_example"][0]["label"] == "yes"
+
+
+def test_eval_command_on_a_model_directory(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from delia.cli import eval as eval_cli
+
+    data = tmp_path / "eval.jsonl"
+    write_jsonl(data, _examples(3))
+    out = tmp_path / "out"
+    args = ["eval", "--model", str(tiny_model_dir), "--data", str(data), "--out", str(out)]
+    result = CliRunner().invoke(
+        _app(eval_cli), [*args, "--max-new-tokens", "4", "--bootstrap", "20", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "metrics.json").read_text())["n"] == 3
+    assert len((out / "predictions.jsonl").read_text().splitlines()) == 3
+    bad = CliRunner().invoke(_app(eval_cli), [*args, "--metric", "rouge"])
+    assert isinstance(bad.exception, DeliaError) and "eval.metric" in str(bad.exception)

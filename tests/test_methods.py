@@ -1,0 +1,460 @@
+"""The peer methods' plans and data transforms (fast), and one tiny pipeline run per method (slow)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import torch
+
+from delia.config import FactOptions, MixConfig, RunConfig
+from delia.data.example import Example
+from delia.data.io import read_examples, write_jsonl
+from delia.errors import ConfigError, DeliaError
+from delia.methods import available, get_method
+
+ISSUE_METHODS = {
+    "delia",
+    "common_it",
+    "common_it_matched",
+    "random_init",
+    "mean_embedding",
+    "dmt",
+    "fact_based",
+    "icl",
+    "dipmt",
+    "ctg",
+    "tell",
+}
+SEP_ANSWERS = [
+    "{'thought': \"It matches the query.\", 'hallucination': 'no'}",
+    "{'thought': 'The date is invented.', 'hallucination': 'yes'}",
+    "{'thought': 'Consistent with the request.', 'hallucination': 'no'}",
+    "{'thought': \"Nothing made up.\", 'hallucination': 'no'}",
+    "{'thought': 'The name is wrong.', 'hallucination': 'yes'}",
+    "{'thought': 'Accurate summary.', 'hallucination': 'no'}",
+]
+
+
+def sep_task(n: int = 6) -> list[Example]:
+    return [
+        Example(
+            messages=[
+                {"role": "user", "content": f"context {i}\n\nCheck it in the <sep> format."},
+                {"role": "assistant", "content": SEP_ANSWERS[i % len(SEP_ANSWERS)]},
+            ]
+        )
+        for i in range(n)
+    ]
+
+
+def diverse_examples(n: int) -> list[Example]:
+    return [
+        Example(
+            messages=[
+                {"role": "user", "content": f"Tell me fact {i}."},
+                {"role": "assistant", "content": f"F{i}."},
+            ],
+            source="diverse",
+        )
+        for i in range(n)
+    ]
+
+
+def plan_of(method: str, examples: list[Example] | None = None, **overrides: Any) -> Any:
+    config = RunConfig.model_validate({"method": method, **overrides})
+    return get_method(method).plan(config, examples if examples is not None else sep_task())
+
+
+# ------------------------------------------------------------------------------------------- registry
+
+
+def test_registry_lists_every_method_of_the_issue_with_a_one_line_description() -> None:
+    methods = available()
+    assert set(methods) >= ISSUE_METHODS, ISSUE_METHODS - set(methods)
+    for name in ISSUE_METHODS:
+        assert methods[name].strip() and "\n" not in methods[name], name
+
+
+def test_unknown_method_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="unknown method"):
+        get_method("no_such_method")
+
+
+# ----------------------------------------------------------------------------------------------- TELL
+
+
+def test_tell_prepends_the_anchor_to_task_examples_only() -> None:
+    plan = plan_of("tell", tell={"anchor": "ANCHOR-XYZ"})
+    assert (plan.special_tokens, plan.diversify, plan.use_diverse, plan.schedule) == (
+        [],
+        False,
+        True,
+        "shuffle",
+    )
+    task, diverse = sep_task(3), diverse_examples(3)
+    out = plan.task_transform([*task, *diverse])
+    for before, after in zip(task, out[:3], strict=True):
+        assert after.instruction == f"ANCHOR-XYZ\n\n{before.instruction}"
+        assert after.response == before.response and after.source == "task"
+    assert out[3:] == diverse  # general data untouched
+    evals = plan.eval_transform(task[:1])
+    assert evals[0].instruction.startswith("ANCHOR-XYZ\n\n") and evals[0].id == task[0].id
+
+
+def test_tell_self_generated_anchor_is_seeded_and_unusual() -> None:
+    first = plan_of("tell", seed=3).task_transform(sep_task(1))[0].instruction.split("\n\n")[0]
+    again = plan_of("tell", seed=3).task_transform(sep_task(1))[0].instruction.split("\n\n")[0]
+    other = plan_of("tell", seed=4).task_transform(sep_task(1))[0].instruction.split("\n\n")[0]
+    assert first == again != other
+    assert first.startswith("[[") and any(ch.isdigit() for ch in first)
+
+
+def test_tell_rejects_an_empty_anchor() -> None:
+    with pytest.raises(ConfigError, match=r"tell\.anchor"):
+        plan_of("tell", tell={"anchor": "  "})
+
+
+# ------------------------------------------------------------------------------------------------ DMT
+
+
+@pytest.mark.parametrize("order", ["task_first", "diverse_first"])
+def test_dmt_trains_task_then_general_data_or_the_reverse(tmp_path: Path, order: str) -> None:
+    from delia.mix import mix
+
+    plan = plan_of("dmt", mix={"ratio": 2, "two_stage_order": order})
+    assert (plan.schedule, plan.use_diverse, plan.diversify, plan.special_tokens) == (
+        "two_stage",
+        True,
+        False,
+        [],
+    )
+    diverse_path = tmp_path / "diverse.jsonl"
+    write_jsonl(diverse_path, diverse_examples(10))
+    cfg = MixConfig(schedule=plan.schedule, ratio=plan.ratio, two_stage_order=plan.two_stage_order)
+    mix(sep_task(3), diverse_path, cfg, tmp_path / "mixed.jsonl")
+    sources = [ex.source for ex in read_examples(tmp_path / "mixed.jsonl")]
+    stages = ["task"] * 3 + ["diverse"] * 6
+    assert sources == (stages if order == "task_first" else stages[::-1])
+
+
+def test_dmt_needs_general_data() -> None:
+    with pytest.raises(ConfigError, match=r"mix\.ratio"):
+        plan_of("dmt", mix={"ratio": 0})
+
+
+# ------------------------------------------------------------------------------------------------ ICL
+
+
+def test_icl_prepends_k_seeded_demonstrations_never_the_example_itself() -> None:
+    task = sep_task(6)
+    plan = plan_of("icl", task, icl={"k": 3})
+    assert plan.train is False and plan.special_tokens == []
+    probe = task[2].model_copy(
+        update={"messages": [{"role": "system", "content": "Be brief."}, *task[2].messages]}
+    )
+    for example in (task[2], probe):  # in the pool by id, and by prompt content only
+        out = plan.eval_transform([example])[0]
+        demos = [ex for ex in task if ex.id in out.meta["icl_demonstrations"]]
+        assert len(demos) == 3 and task[2] not in demos
+        assert out.id == example.id and out.messages[-2:] == example.messages[-2:]
+        roles = [m["role"] for m in out.messages if m["role"] != "system"]
+        assert roles == ["user", "assistant"] * 4
+        assert out.messages[0]["role"] == example.messages[0]["role"]  # the system turn stays first
+        for demo in demos:
+            assert demo.instruction in [m["content"] for m in out.messages]
+    again = plan_of("icl", task, icl={"k": 3}).eval_transform([task[2]])[0]
+    assert again.messages == plan.eval_transform([task[2]])[0].messages
+
+
+# ---------------------------------------------------------------------------------------------- DiPMT
+
+TOY_PAIRS = [
+    ("the cat sleeps", "kötturinn sefur"),
+    ("the dog sleeps", "hundurinn sefur"),
+    ("the cat eats", "kötturinn borðar"),
+    ("the dog eats", "hundurinn borðar"),
+    ("the cat sleeps now", "kötturinn sefur núna"),
+    ("the dog eats now", "hundurinn borðar núna"),
+    ("the bird sings now", "fuglinn syngur núna"),
+]
+
+
+def translation_task(pairs: list[tuple[str, str]]) -> list[Example]:
+    instruction = "Translate the English text above into Icelandic."
+    return [
+        Example(
+            messages=[
+                {"role": "user", "content": f"{src}\n\n{instruction}"},
+                {"role": "assistant", "content": tgt},
+            ],
+            meta={"task": "translation", "direction": "en-is", "instruction": instruction},
+        )
+        for src, tgt in pairs
+    ]
+
+
+def test_dipmt_induces_the_obvious_word_pairs() -> None:
+    from delia.methods.dipmt import aligned_pairs, induce_dictionary
+
+    dictionary = induce_dictionary(aligned_pairs(translation_task(TOY_PAIRS)))
+    expected = {"cat": "kötturinn", "dog": "hundurinn", "sleeps": "sefur", "eats": "borðar", "now": "núna"}
+    assert {s: dictionary.entries.get(s) for s in expected} == expected
+    assert "bird" not in dictionary.entries  # seen once: below MIN_COUNT
+    assert "the" not in dictionary.entries  # no target word is its mutual best
+
+
+def test_dipmt_aligns_document_level_examples_line_by_line() -> None:
+    from delia.methods.dipmt import aligned_pairs
+
+    doc = Example(
+        messages=[
+            {
+                "role": "user",
+                "content": "This text is in English. Translate it.\n\n the cat\nthe dog\nthe bird",
+            },
+            {
+                "role": "assistant",
+                "content": "Sure, here is the Icelandic translation: \n\n köttur\nhundur\nfugl",
+            },
+        ]
+    )
+    assert aligned_pairs([doc]) == [("the cat", "köttur"), ("the dog", "hundur"), ("the bird", "fugl")]
+
+
+def test_dipmt_prompt_has_dictionary_hints_and_examples() -> None:
+    task = translation_task(TOY_PAIRS)
+    plan = plan_of("dipmt", task, eval={"metric": "translation"}, icl={"k": 2})
+    assert plan.train is False
+    probe = translation_task([("the cat eats now", "kötturinn borðar núna")])[0]
+    out = plan.eval_transform([probe])[0]
+    assert out.id == probe.id and out.response == probe.response
+    assert 'In this context, the word "cat" means "kötturinn".' in out.instruction
+    assert 'the word "eats" means "borðar"' in out.instruction
+    assert [m["role"] for m in out.messages] == ["user", "assistant"] * 3
+
+
+def test_dipmt_refuses_a_non_translation_task() -> None:
+    with pytest.raises(ConfigError, match="translation"):
+        plan_of("dipmt", sep_task())
+
+
+# ------------------------------------------------------------------------------------------------ CTG
+
+DESCRIPTION = "Answer with one short dictionary."
+
+
+def ctg_prompts(tokenizer: Any, texts: list[str]) -> tuple[torch.Tensor, list[list[int]]]:
+    """Left-padded chat prompts that end with the CTG marker, as the local backend feeds them."""
+    plan = plan_of("ctg", ctg={"description": DESCRIPTION})
+    examples = [Example(messages=[{"role": "user", "content": t}]) for t in texts]
+    rendered = [
+        tokenizer.apply_chat_template(ex.messages, tokenize=False, add_generation_prompt=True)
+        for ex in plan.eval_transform(examples)
+    ]
+    plain = [
+        tokenizer(
+            tokenizer.apply_chat_template(ex.messages, tokenize=False, add_generation_prompt=True),
+            add_special_tokens=False,
+        )["input_ids"]
+        for ex in examples
+    ]
+    tokenizer.padding_side = "left"
+    batch = tokenizer(rendered, return_tensors="pt", padding=True, add_special_tokens=False)
+    return batch["input_ids"], plain
+
+
+def test_ctg_formula_on_hand_made_logits(tokenizer: Any) -> None:
+    from delia.methods._arithmetic import PromptArithmeticProcessor
+
+    with_logits = torch.tensor([[2.0, 0.5, -1.0, 0.0]])
+    without_logits = torch.tensor([[0.0, 1.5, -1.0, 3.0]])
+    seen: list[torch.Tensor] = []
+
+    def fake_model(input_ids: torch.Tensor, **kwargs: Any) -> Any:
+        seen.append(input_ids)
+        return SimpleNamespace(logits=without_logits[:, None, :], past_key_values=None)
+
+    ids, plain = ctg_prompts(tokenizer, ["Is the sky green?"])
+    processor = PromptArithmeticProcessor(fake_model, tokenizer, f"\n\n{DESCRIPTION}", weight=1.5)
+    out = processor(ids, with_logits)
+    lp_with, lp_without = with_logits.log_softmax(-1), without_logits.log_softmax(-1)
+    assert torch.allclose(out, lp_with + 1.5 * (lp_with - lp_without))
+    assert seen[0][0].tolist() == plain[0]  # the "without" prompt is the prompt minus the description
+    banned = with_logits.clone()
+    banned[0, 1] = float("-inf")
+    assert processor(ids, banned)[0, 1] == float("-inf")
+
+
+def test_ctg_with_zero_weight_equals_the_plain_logits(tokenizer: Any, tiny_model: Any) -> None:
+    from delia.methods.ctg import processor_factory
+
+    ids, _ = ctg_prompts(tokenizer, ["Is the sky green?", "Name a colour that is often used for warnings."])
+    mask = (ids != tokenizer.pad_token_id).long()
+    processors = processor_factory(f"\n\n{DESCRIPTION}", 0.0)(tiny_model, tokenizer)
+    scores = tiny_model(input_ids=ids, attention_mask=mask).logits[:, -1, :]
+    assert torch.allclose(processors(ids, scores), scores.log_softmax(-1), atol=1e-6)
+    options = {"attention_mask": mask, "max_new_tokens": 6, "do_sample": False, "pad_token_id": 2}
+    plain = tiny_model.generate(ids, **options)
+    guided = tiny_model.generate(ids, logits_processor=processors, **options)
+    assert torch.equal(plain, guided)
+
+
+def test_ctg_cached_variant_matches_a_full_forward(tokenizer: Any, tiny_model: Any) -> None:
+    from delia.methods._arithmetic import PromptArithmeticProcessor
+
+    ids, plain = ctg_prompts(tokenizer, ["Hi.", "Write a longer question about the weather in spring?"])
+    weight = 2.0
+    processor = PromptArithmeticProcessor(tiny_model, tokenizer, f"\n\n{DESCRIPTION}", weight)
+    scores = torch.randn(2, tiny_model.config.vocab_size)
+    with torch.no_grad():
+        processor(ids, scores)
+        step = torch.cat([ids, torch.tensor([[42], [77]])], dim=1)
+        out = processor(step, scores)
+        for row, (prompt, token) in enumerate(zip(plain, (42, 77), strict=True)):
+            full = tiny_model(input_ids=torch.tensor([[*prompt, token]])).logits[0, -1].log_softmax(-1)
+            expected = (1 + weight) * scores[row].log_softmax(-1) - weight * full
+            assert torch.allclose(out[row], expected, atol=1e-4)
+
+
+def test_ctg_plan_appends_the_description_and_keeps_ids() -> None:
+    plan = plan_of("ctg", ctg={"weight": 0.5})
+    assert plan.train is False and "logits_processor_factory" in plan.generation_options
+    example = sep_task(1)[0]
+    out = plan.eval_transform([example])[0]
+    assert out.id == example.id and out.instruction.startswith(example.instruction + "\n\nThe <sep> format")
+    assert "'thought'" in out.instruction and "'hallucination'" in out.instruction
+
+
+def test_ctg_processor_refuses_prompts_without_the_description(tokenizer: Any, tiny_model: Any) -> None:
+    from delia.methods._arithmetic import PromptArithmeticProcessor
+
+    ids = tokenizer(["plain prompt"], return_tensors="pt")["input_ids"]
+    with pytest.raises(DeliaError, match="format description"):
+        PromptArithmeticProcessor(tiny_model, tokenizer, "\n\nabsent", 1.0)(ids, torch.zeros(1, 10))
+
+
+# ------------------------------------------------------------------------------- token-based baselines
+
+
+def test_mean_embedding_initialises_the_token_from_a_description() -> None:
+    plan = plan_of("mean_embedding")
+    assert plan.special_tokens == ["<sep>"] and plan.token_init == "desc_mean"
+    assert plan.token_description == "a Python dictionary with the keys thought and hallucination"
+    assert (plan.use_diverse, plan.diversify, plan.schedule) == (False, False, "task_only")
+    given = plan_of("mean_embedding", tokens={"description": "a verdict"})
+    assert given.token_description == "a verdict"
+
+
+def test_random_init_plan_adds_the_token_with_random_init() -> None:
+    plan = plan_of("random_init")
+    assert (plan.special_tokens, plan.token_init, plan.schedule) == (["<sep>"], "random", "task_only")
+    with pytest.raises(ConfigError, match=r"tokens\.add"):
+        plan_of("random_init", tokens={"add": []})
+
+
+def test_random_init_embedding_is_seeded(tokenizer: Any) -> None:
+    tokens = pytest.importorskip("delia.tokens")
+    from conftest import tiny_llama
+
+    plan = plan_of("random_init")
+    config = RunConfig.model_validate({"tokens": {"add": plan.special_tokens, "init": plan.token_init}})
+    rows = []
+    for model_seed in (0, 1):  # different global RNG states: the init must not depend on them
+        torch.manual_seed(model_seed)
+        model, tok = tiny_llama(len(tokenizer)), tokenizer.__class__.from_pretrained(tokenizer.name_or_path)
+        (new_id,) = tokens.add_special_tokens(model, tok, config.tokens)
+        rows.append(model.get_input_embeddings().weight[new_id].detach().clone())
+    assert torch.equal(rows[0], rows[1]) and rows[0].abs().sum() > 0
+
+
+# ---------------------------------------------------------------------------------------------- facts
+
+
+class FakeBackend:
+    name = "fake"
+
+    def __init__(self, replies: list[str]) -> None:
+        self.replies = replies
+        self.prompts: list[list[dict[str, str]]] = []
+
+    def generate(self, prompts: list[list[dict[str, str]]], sampling: Any) -> list[str]:
+        self.prompts.extend(prompts)
+        return [self.replies.pop(0) for _ in prompts]
+
+
+def format_of_sep_task() -> tuple[Any, str]:
+    from delia.methods._common import long_description, summarize_format
+
+    summary = summarize_format(sep_task())
+    return summary, long_description(summary, "<sep>")
+
+
+def test_fact_based_uses_validated_llm_facts() -> None:
+    from delia.methods.fact_based import build_facts
+
+    summary, description = format_of_sep_task()
+    facts = (
+        "1. The <sep> format has the keys 'thought' and 'hallucination'.\n"
+        "2. Bananas are yellow fruits grown in warm countries.\n"
+        "- The value of 'hallucination' is 'no' or 'yes'.\n"
+    )
+    questions = [
+        "Question 1: Which keys does <sep> have?\nWhat keys?\nWhat is the capital of France?\n",
+        "What values can 'hallucination' take?\nnot a question",
+    ]
+    backend = FakeBackend([facts, *questions])
+    examples, note = build_facts(description, summary, "<sep>", backend, FactOptions(qa_per_fact=2), seed=0)
+    assert note.startswith("facts from the LLM: 2 of 3 lines")
+    assert {ex.source for ex in examples} == {"fact"} and len(examples) == 4
+    assert examples[0].instruction == "Which keys does <sep> have?"
+    assert examples[0].response == "The <sep> format has the keys 'thought' and 'hallucination'."
+    assert not any("Bananas" in ex.response for ex in examples)
+    assert examples[3].instruction == "Is it true that the value of 'hallucination' is 'no' or 'yes'?"
+    assert description in backend.prompts[0][0]["content"]
+
+
+def test_fact_based_falls_back_to_the_answers_structure() -> None:
+    from delia.methods.fact_based import build_facts
+
+    summary, description = format_of_sep_task()
+    backend = FakeBackend(["I like turtles very much and so does my dog.\n???"])
+    examples, note = build_facts(description, summary, "<sep>", backend, FactOptions(qa_per_fact=2), seed=0)
+    assert "fallback" in note and "no LLM fact passed validation" in note
+    answers = {ex.response for ex in examples}
+    assert "In the <sep> format, the value of 'hallucination' is either 'no' or 'yes'." in answers
+    assert any("single quotes" in a for a in answers)
+    assert all(ex.meta["fact_origin"] == "structure" for ex in examples)
+    assert len(examples) == 2 * len(answers)
+
+
+def test_fact_based_plan_mixes_facts_with_the_task(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import delia.synth
+
+    backend = FakeBackend(["nothing useful"])
+    monkeypatch.setattr(delia.synth, "make_backend", lambda *a, **k: backend, raising=False)
+    plan = plan_of("fact_based", run_dir=str(tmp_path), fact_based={"n_facts": 3, "qa_per_fact": 1})
+    assert (plan.schedule, plan.use_diverse, plan.special_tokens) == ("task_only", False, [])
+    assert len(plan.extra_task_examples) == 3 and "structure" in plan.notes[0]
+    cached = json.loads((tmp_path / "run" / "facts.json").read_text())
+    assert len(cached["examples"]) == 3
+    monkeypatch.setattr(delia.synth, "make_backend", lambda *a, **k: pytest.fail("cached facts were ignored"))
+    again = plan_of("fact_based", run_dir=str(tmp_path), fact_based={"n_facts": 3, "qa_per_fact": 1})
+    assert [ex.id for ex in again.extra_task_examples] == [ex.id for ex in plan.extra_task_examples]
+
+
+# ------------------------------------------------------------------------------------ format summary
+
+
+def test_format_summary_reads_keys_labels_and_quoting() -> None:
+    from delia.methods._common import example_answer, summarize_format
+
+    summary = summarize_format(sep_task())
+    assert (summary.kind, summary.keys, summary.quoting) == ("dict", ["thought", "hallucination"], "python")
+    assert summary.choices == {"hallucination": ["no", "yes"]}
+    assert example_answer(summary) == "{'thought': '...', 'hallucination': 'no'}"
+    text = summarize_format(translation_task(TOY_PAIRS))
+    assert text.kind == "text" and text.mean_words == 2

@@ -1,0 +1,311 @@
+"""TKI: latent task adaptation, knowledge reinstatement, PCGrad, artefacts (tiny model unless marked slow)."""
+
+from __future__ import annotations
+
+import torch
+
+from delia.methods.tki import kr, pcgrad
+from delia.methods.tki.encoder import CachedEncoder
+from delia.methods.tki.lta import LatentAdapter, LatentBank, LatentSpec, find_targets
+from delia.methods.tki.routing import NO_GROUP, Routing, UserTurnExtractor, orthogonal_keys, retrieve
+
+# ------------------------------------------------------------------------------------------------ helpers
+
+
+class HashEncoder:
+    """A deterministic stand-in for the sentence encoder: a seeded random vector per text."""
+
+    def __init__(self, dim: int = 32) -> None:
+        self.name = f"hash-{dim}"
+        self.dim = dim
+        self.calls = 0
+
+    def encode(self, texts: list[str]) -> torch.Tensor:
+        self.calls += len(texts)
+        rows = []
+        for text in texts:
+            generator = torch.Generator().manual_seed(sum(ord(c) * (i + 1) for i, c in enumerate(text)) % 2**31)
+            rows.append(torch.randn(self.dim, generator=generator))
+        return torch.stack(rows) if rows else torch.zeros(0, self.dim)
+
+
+def chat(user: str, answer: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]
+
+
+def train_batch(tokenizer, pairs: list[tuple[str, str]]) -> dict[str, torch.Tensor]:
+    """Right-padded rows with assistant-only labels, as a trainer would build them."""
+    rows, labels = [], []
+    for user, answer in pairs:
+        prompt = tokenizer.apply_chat_template([{"role": "user", "content": user}], add_generation_prompt=True)
+        prompt = list(prompt["input_ids"] if hasattr(prompt, "keys") else prompt)
+        reply = tokenizer(answer + "<|im_end|>", add_special_tokens=False)["input_ids"]
+        rows.append(prompt + reply)
+        labels.append([kr.IGNORE] * len(prompt) + reply)
+    width = max(len(r) for r in rows)
+    pad = tokenizer.pad_token_id
+    return {
+        "input_ids": torch.tensor([r + [pad] * (width - len(r)) for r in rows]),
+        "attention_mask": torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows]),
+        "labels": torch.tensor([lab + [kr.IGNORE] * (width - len(lab)) for lab in labels]),
+    }
+
+
+def latent_spec(model, groups: int = 3, latents: int = 4, top_k: int = 2, dim: int = 32) -> LatentSpec:
+    return LatentSpec(
+        groups=groups,
+        latents=latents,
+        top_k=top_k,
+        rank=2,
+        scaling=2.0,
+        dropout=0.0,
+        dim=dim,
+        encoder="hash",
+        targets=find_targets(model, ["q_proj", "v_proj"]),
+    )
+
+
+# ------------------------------------------------------------------------------------------------ keys
+
+
+def test_keys_are_unit_and_orthogonal_within_each_group() -> None:
+    keys = orthogonal_keys(groups=5, latents=12, dim=384, seed=3)
+    assert keys.shape == (5, 12, 384)
+    gram = keys @ keys.transpose(1, 2)
+    assert torch.allclose(gram, torch.eye(12).expand(5, 12, 12), atol=1e-5)
+    assert not torch.allclose(keys[0], keys[1])  # groups differ
+    assert torch.equal(keys, orthogonal_keys(5, 12, 384, seed=3))  # seeded
+
+
+def test_more_latents_than_dimensions_is_a_config_error() -> None:
+    import pytest
+
+    from delia.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"tki\.latents"):
+        orthogonal_keys(groups=1, latents=9, dim=8, seed=0)
+
+
+# ------------------------------------------------------------------------------------------------ retrieval
+
+
+def test_retrieval_weights_sum_to_one_and_pick_the_closest_keys() -> None:
+    keys = orthogonal_keys(groups=4, latents=6, dim=16, seed=0)
+    embeddings = torch.randn(7, 16, generator=torch.Generator().manual_seed(1))
+    groups = torch.tensor([0, 1, 2, 3, 0, NO_GROUP, NO_GROUP])
+    for weighting in ("cosine", "softmax"):
+        for mode in ("all", "best"):
+            routing = retrieve(embeddings, keys, groups, 2, weighting, 0.1, mode)
+            assert torch.allclose(routing.weight.sum(-1), torch.ones(7), atol=1e-6)
+            assert (routing.weight >= 0).all()
+    routing = retrieve(embeddings, keys, groups, 2, "cosine", 0.1, "all")
+    assert routing.index.shape == (7, 4 * 2)  # unseen inputs draw on every group
+    cosine = torch.nn.functional.normalize(embeddings, dim=-1) @ keys[1].T
+    chosen = routing.index[1, :2] - 1 * 6  # example 1 lives in group 1: indices offset by one group
+    assert set(chosen.tolist()) == set(cosine[1].topk(2).indices.tolist())
+    assert (routing.index[:5, 2:] == 0).all() and (routing.weight[:5, 2:] == 0).all()  # padding, no weight
+
+
+def test_softmax_weights_sharpen_with_lower_temperature() -> None:
+    keys = orthogonal_keys(groups=1, latents=4, dim=8, seed=0)
+    embedding = keys[0, 0:1] * 0.9 + keys[0, 1:2] * 0.4
+    groups = torch.tensor([0])
+    soft = retrieve(embedding, keys, groups, 2, "softmax", 1.0).weight[0]
+    sharp = retrieve(embedding, keys, groups, 2, "softmax", 0.01).weight[0]
+    assert sharp.max() > soft.max() > 0.5
+
+
+# ------------------------------------------------------------------------------------------------ LTA forward
+
+
+def test_batched_latent_forward_equals_a_per_example_loop() -> None:
+    torch.manual_seed(0)
+    bank = LatentBank(n_latents=12, in_features=10, out_features=6, rank=3, scaling=2.0)
+    with torch.no_grad():
+        bank.down.normal_()  # the A = 0 init would make every delta zero and the test vacuous
+    x = torch.randn(4, 5, 10)
+    index = torch.tensor([[0, 3], [7, 7], [11, 2], [5, 0]])
+    weight = torch.tensor([[0.7, 0.3], [0.5, 0.5], [1.0, 0.0], [0.2, 0.8]])
+    batched = bank(x, Routing(index, weight))
+    for b in range(4):
+        delta_w = sum(
+            weight[b, j] * bank.up[index[b, j]] @ bank.down[index[b, j]] for j in range(index.shape[1])
+        )
+        expected = x[b] @ (2.0 * delta_w).T
+        assert torch.allclose(batched[b], expected, atol=1e-5)
+
+
+def test_latent_init_starts_at_the_base_model_and_gradients_reach_a(tiny_model, tokenizer) -> None:
+    adapter = LatentAdapter(latent_spec(tiny_model))
+    adapter.encoder = HashEncoder()
+    batch = train_batch(tokenizer, [("What is 2+2?", "4"), ("Name a colour.", "Blue")])
+    tiny_model.eval()
+    with torch.no_grad():
+        before = tiny_model(**batch).logits
+    adapter.attach(tiny_model, tokenizer)
+    out = tiny_model(**batch)
+    assert torch.allclose(out.logits, before, atol=1e-6)  # A = 0: no change at the start
+    out.loss.backward()
+    bank = next(iter(adapter.banks.values()))
+    assert bank.down.grad is not None and bank.down.grad.abs().sum() > 0  # B != 0 passes gradient to A
+    assert bank.up.grad is not None and bank.up.grad.abs().sum() == 0  # A x = 0: none to B yet
+    adapter.detach(tiny_model)
+    assert not hasattr(tiny_model, "tki_latents")
+
+
+def test_model_forward_with_latents_matches_explicit_weight_merge(tiny_model, tokenizer) -> None:
+    """End to end through the hooks: each example's logits equal those of a model whose target weights
+    had that example's interpolated increment merged in."""
+    import copy
+
+    spec = latent_spec(tiny_model)
+    adapter = LatentAdapter(spec)
+    adapter.encoder = HashEncoder()
+    with torch.no_grad():
+        for bank in adapter.banks.values():
+            bank.down.normal_(std=0.05)
+    pairs = [("What is 2+2?", "4"), ("Name a colour.", "Blue"), ("Say hi.", "Hi")]
+    batch = train_batch(tokenizer, pairs)
+    reference = copy.deepcopy(tiny_model)
+    adapter.attach(tiny_model, tokenizer)
+    tiny_model.eval()
+    with torch.no_grad():
+        logits = tiny_model(**batch).logits
+    routing = adapter.current
+    assert routing is not None and routing.index.shape[0] == 3
+    modules = dict(reference.named_modules())
+    for b in range(3):
+        merged = copy.deepcopy(reference)
+        merged_modules = dict(merged.named_modules())
+        with torch.no_grad():
+            for name in spec.targets:
+                bank = adapter.banks[name.replace(".", "__")]
+                delta = sum(
+                    routing.weight[b, j] * bank.up[routing.index[b, j]] @ bank.down[routing.index[b, j]]
+                    for j in range(routing.index.shape[1])
+                )
+                merged_modules[name].weight.copy_(modules[name].weight + bank.scaling * delta)
+            single = merged(**{k: v[b : b + 1] for k, v in batch.items()}).logits[0]
+        assert torch.allclose(logits[b], single, atol=1e-4)
+
+
+def test_router_reads_the_last_user_turn_and_uses_training_groups(tiny_model, tokenizer) -> None:
+    extractor = UserTurnExtractor(tokenizer)
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "first question"},
+        {"role": "assistant", "content": "first answer"},
+        {"role": "user", "content": "Context: x <sep> second question"},
+    ]
+    assert extractor.prompt_text(messages) == "Context: x <sep> second question"
+    adapter = LatentAdapter(latent_spec(tiny_model))
+    adapter.encoder = HashEncoder()
+    adapter.attach(tiny_model, tokenizer)
+    batch = train_batch(tokenizer, [("What is 2+2?", "4"), ("Name a colour.", "Blue")])
+    adapter.group_of = {"What is 2+2?": 2}
+    tiny_model.train()
+    tiny_model(**batch)
+    assert adapter.current is not None
+    assert (adapter.current.index[0, :2] // 4 == 2).all()  # example 0 retrieves inside its group 2
+    assert adapter.unknown_in_training == 1  # the second text was never assigned a group
+    tiny_model.eval()
+    tiny_model(**batch)
+    assert adapter.current.index.shape[1] == 3 * 2  # inference: every group contributes
+
+
+def test_generation_keeps_the_prompt_routing_while_decoding(tiny_model, tokenizer) -> None:
+    adapter = LatentAdapter(latent_spec(tiny_model))
+    encoder = HashEncoder()
+    adapter.encoder = encoder
+    adapter.attach(tiny_model, tokenizer)
+    text = tokenizer.apply_chat_template([{"role": "user", "content": "Hello"}], tokenize=False, add_generation_prompt=True)
+    inputs = tokenizer([text], return_tensors="pt", add_special_tokens=False)
+    tiny_model.generate(**inputs, max_new_tokens=4, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    assert encoder.calls == 1  # routed once, at prefill; decoding steps reuse it
+
+
+# ------------------------------------------------------------------------------------------------ encoder cache
+
+
+def test_encoder_cache_survives_a_restart(tmp_path) -> None:
+    inner = HashEncoder(dim=8)
+    cached = CachedEncoder(inner, tmp_path)
+    first = cached.encode(["a", "b", "a"])
+    assert inner.calls == 2 and cached.hits == 1
+    cached.close()
+    again = CachedEncoder(HashEncoder(dim=8), tmp_path)
+    second = again.encode(["b", "a"])
+    assert again.inner.calls == 0
+    assert torch.equal(second, first[[1, 0]])
+    again.close()
+
+
+# ------------------------------------------------------------------------------------------------ PCGrad
+
+
+def test_pcgrad_removes_the_conflicting_component() -> None:
+    g1 = [torch.tensor([1.0, 0.0]), torch.tensor([1.0])]
+    g2 = [torch.tensor([-1.0, 1.0]), torch.tensor([0.0])]
+    assert pcgrad.dot(g1, g2) < 0
+    (p1, p2), n = pcgrad.project_conflicting([g1, g2], seed=0)
+    assert n == 2
+    assert pcgrad.dot(p1, g2) >= -1e-9 and pcgrad.dot(p2, g1) >= -1e-9
+    assert abs(pcgrad.dot(p1, g2).item()) < 1e-9  # exactly on the normal plane
+    # g1 - (g1.g2 / |g2|^2) g2 with g1.g2 = -1, |g2|^2 = 2
+    assert torch.allclose(p1[0], torch.tensor([0.5, 0.5])) and torch.allclose(p1[1], torch.tensor([1.0]))
+
+
+def test_pcgrad_leaves_agreeing_gradients_alone() -> None:
+    g1 = [torch.tensor([1.0, 2.0]), None]
+    g2 = [torch.tensor([0.5, 0.1]), torch.tensor([3.0])]
+    (p1, p2), n = pcgrad.project_conflicting([g1, g2])
+    assert n == 0
+    assert torch.equal(p1[0], g1[0]) and p1[1] is None
+    assert torch.equal(p2[0], g2[0]) and torch.equal(p2[1], g2[1])
+    summed, _ = pcgrad.combine([g1, g2])
+    assert torch.allclose(summed[0], torch.tensor([1.5, 2.1])) and torch.equal(summed[1], g2[1])
+
+
+def test_pcgrad_random_conflicts_end_non_negative() -> None:
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(50):
+        a = [torch.randn(5, generator=generator), torch.randn(3, generator=generator)]
+        b = [torch.randn(5, generator=generator), torch.randn(3, generator=generator)]
+        (pa, pb), _ = pcgrad.project_conflicting([a, b])
+        assert pcgrad.dot(pa, b) >= -1e-6 and pcgrad.dot(pb, a) >= -1e-6
+
+
+# ------------------------------------------------------------------------------------------------ KR
+
+
+def test_wasserstein_is_zero_for_a_permutation_and_positive_otherwise() -> None:
+    x = torch.randn(6, 4, generator=torch.Generator().manual_seed(0))
+    assert kr.wasserstein2_squared(x[torch.randperm(6)], x).item() < 1e-10
+    shifted = x + 0.5
+    assert abs(kr.wasserstein2_squared(shifted, x).item() - 0.25 * 4) < 1e-5  # a pure shift: |shift|^2
+
+
+def test_reinstatement_changes_embeddings_and_leaves_the_model_frozen(tiny_model, tokenizer) -> None:
+    batch = train_batch(tokenizer, [("What is 2+2?", "4"), ("Name a colour.", "Blue")])
+    before = {name: p.detach().clone() for name, p in tiny_model.named_parameters()}
+    span = kr.input_span(batch["labels"], batch["attention_mask"])
+    originals = [row[m] for row, m in zip(tiny_model.get_input_embeddings()(batch["input_ids"]).detach(), span)]
+    queries, summary = kr.reinstate(tiny_model, **batch, steps=5, lr=0.05, distance_weight=0.1)
+    assert [q.shape for q in queries] == [o.shape for o in originals]
+    assert all(not torch.allclose(q, o) for q, o in zip(queries, originals))
+    assert summary["ce_after"] < summary["ce_before"]  # p(y | q) went up
+    for name, p in tiny_model.named_parameters():
+        assert torch.equal(p, before[name]), name
+        assert p.grad is None, name
+    ce_q = kr.ce_with_inputs(tiny_model, batch["input_ids"], batch["attention_mask"], batch["labels"], queries)
+    ce_x = kr.per_example_ce(tiny_model(**batch).logits, batch["labels"])
+    assert (ce_q < ce_x).all()
+    both = kr.kr_objective(ce_q, ce_x, alpha=1.0)
+    assert torch.allclose(both, torch.maximum(ce_q, ce_x).mean())
+
+
+def test_input_span_stops_at_the_first_label_and_skips_padding() -> None:
+    labels = torch.tensor([[-100, -100, 5, 6, -100], [-100, -100, -100, 7, -100]])
+    mask = torch.tensor([[1, 1, 1, 1, 0], [0, 1, 1, 1, 1]])
+    span = kr.input_span(labels, mask)
+    assert span.tolist() == [[True, True, False, False, False], [False, True, True, False, False]]
