@@ -39,17 +39,29 @@ def alpaca_prompts(n: int) -> list[list[dict[str, str]]]:
     return prompts
 
 
-def naive_loop(model: Any, tokenizer: Any, prompts: list[list[dict[str, str]]], max_new: int) -> tuple[int, float]:
+def naive_loop(
+    model: Any, tokenizer: Any, prompts: list[list[dict[str, str]]], max_new: int
+) -> tuple[int, float]:
     """One `generate` call per query, fp32, no batching: what a first script would do."""
     stops = stop_token_ids(tokenizer)
     new_tokens = 0
     start = time.perf_counter()
     for prompt in prompts:
-        ids = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+        ids = tokenizer.apply_chat_template(
+            prompt, add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )
         with torch.inference_mode():
-            out = model.generate(**ids, max_new_tokens=max_new, do_sample=False, eos_token_id=stops,
-                                 pad_token_id=tokenizer.pad_token_id, temperature=None, top_p=None, top_k=None)
-        row = out[0, ids["input_ids"].shape[1]:].tolist()
+            out = model.generate(
+                **ids,
+                max_new_tokens=max_new,
+                do_sample=False,
+                eos_token_id=stops,
+                pad_token_id=tokenizer.pad_token_id,
+                temperature=None,
+                top_p=None,
+                top_k=None,
+            )
+        row = out[0, ids["input_ids"].shape[1] :].tolist()
         new_tokens += next((i for i, t in enumerate(row) if t in stops), len(row))
     return new_tokens, time.perf_counter() - start
 
@@ -68,7 +80,9 @@ def main() -> None:
     model = load_model(EMBEDDED).eval()
     sampling = SamplingConfig(temperature=0.0, max_new_tokens=args.max_new_tokens)
 
-    backend = LocalBackend(model, tokenizer, batch_size=args.batch_size, autocast_mode=args.autocast, progress=False)
+    backend = LocalBackend(
+        model, tokenizer, batch_size=args.batch_size, autocast_mode=args.autocast, progress=False
+    )
     backend.generate(prompts[:2], sampling.model_copy(update={"max_new_tokens": 4}))  # warm-up, not timed
     backend.stats = type(backend.stats)()
     backend.generate(prompts, sampling)
@@ -81,8 +95,12 @@ def main() -> None:
         "backend_tok_s": round(backend_tok_s, 1),
         "naive_tok_s": round(naive_tok_s, 1),
         "ratio": round(backend_tok_s / naive_tok_s, 2),
-        "backend": {"new_tokens": backend.stats.new_tokens, "seconds": round(backend.stats.seconds, 2),
-                    "batch_size": args.batch_size, "autocast": args.autocast},
+        "backend": {
+            "new_tokens": backend.stats.new_tokens,
+            "seconds": round(backend.stats.seconds, 2),
+            "batch_size": args.batch_size,
+            "autocast": args.autocast,
+        },
         "naive": {"new_tokens": naive_tokens, "seconds": round(naive_seconds, 2), "dtype": "float32"},
         "queries": len(prompts),
         "max_new_tokens": args.max_new_tokens,

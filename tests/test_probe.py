@@ -271,6 +271,8 @@ def test_losscurve_writes_png_and_notes_missing_keys(tmp_path: Path) -> None:
     assert (out / "losscurve.png").stat().st_size > 10_000
     by_run = {r["run"]: r for r in result["results"]}
     assert by_run["r0"]["ratio"] == 0 and by_run["r10"]["ratio"] == 10
+    (tmp_path / "r10" / "plan.json").write_text('{"use_diverse": false, "ratio": 10}')
+    assert losscurve.mix_ratio(tmp_path / "r10") == 0  # the plan's effective ratio wins
     assert by_run["r0"]["curves"]["eval_task_loss"]["step"] == [2, 4, 6]
     assert any("r0: no loss_diverse" in n for n in result["notes"])
     assert any("r10: no eval_task_loss" in n for n in result["notes"])
@@ -395,9 +397,9 @@ def test_cli_chat_compare(adapter_dir: Path, tmp_path: Path) -> None:
     context.write_text("'user_query' : Name a colour.\n'chatgpt_response' : Blue.")
     args = ["chat", "--adapter", str(adapter_dir), "--compare", "follow the <sep> format", "DO NOT follow it"]
     result = _invoke([*args, "--context", str(context), "--max-new-tokens", "4", "--json"])
-    answers = json.loads(result.output)["answers"]
+    answers = json.loads(result.stdout)["answers"]
     assert [a["instruction"] for a in answers] == ["follow the <sep> format", "DO NOT follow it"]
-    assert json.loads(result.output)["context"].startswith("'user_query'")
+    assert json.loads(result.stdout)["context"].startswith("'user_query'")
     table = _invoke([*args, "--context", "plain text context", "--max-new-tokens", "4"])
     assert "DO NOT follow it" in table.output
 

@@ -1,6 +1,6 @@
 """`run(config)`: one run directory, six cached stages.
 
-    task -> sample -> diversify -> mix -> train -> eval        ({run_dir}/{name}/{stage}/manifest.json each)
+    task -> diversify -> sample -> mix -> train -> eval        ({run_dir}/{name}/{stage}/manifest.json each)
 
 A stage's key hashes exactly the config sections it reads plus its upstream keys (and the content of any
 input file), so a rerun skips every stage whose inputs did not change and never loads the model when all
@@ -32,7 +32,7 @@ from delia.errors import ConfigError
 from delia.methods import get_method
 from delia.methods.base import Plan
 
-STAGES = ("task", "sample", "diversify", "mix", "train", "eval")
+STAGES = ("task", "diversify", "sample", "mix", "train", "eval")
 MANIFEST = "manifest.json"
 Log = Callable[[str], None]
 
@@ -198,8 +198,12 @@ def run(config: RunConfig, *, log: Log | None = None) -> Path:
     plan = method.plan(config, task)
     effective = effective_config(config, plan)
     (run_dir / "plan.json").write_text(json.dumps(plan_summary(plan, effective), indent=2) + "\n")
-    diverse_path = stage_sample(state, plan, len(task))
     task = stage_diversify(state, plan, task)
+    if plan.task_transform is not None:
+        task = plan.task_transform(task)
+    task = [*task, *plan.extra_task_examples]
+    # Sampling runs after diversification: the mix draws ratio x |task as mixed| diverse examples.
+    diverse_path = stage_sample(state, plan, len(task))
     mixed_path = stage_mix(state, plan, effective, task, diverse_path)
     adapter = stage_train(state, plan, effective, mixed_path, evals)
     if evals:
@@ -327,9 +331,10 @@ def stage_sample(state: Run, plan: Plan, n_task: int) -> Path | None:
 
         queries = diverse_queries(config, needed)
         backend = state.backend(config.sample.backend)
-        answers = sample_diverse(queries, backend, config.sample, out / "cache.jsonl", config.model.name)
-        write_jsonl(out / "diverse.jsonl", answers)
-        return {"counts": {"queries": len(queries), "diverse": len(answers)}}
+        answers = sample_diverse(queries, backend, config.sample, out / "diverse.jsonl", config.model.name)
+        # The sampler writes its own manifest.json beside its output; ours replaces it and keeps it nested.
+        sampler = read_manifest(out) or {}
+        return {"counts": {"queries": len(queries), "diverse": len(answers)}, "sampler": sampler}
 
     result = run_stage(state.dir, "sample", key, compute, inputs=inputs, resume_key=resume_key, log=state.log)
     state.results["sample"] = result
@@ -356,10 +361,10 @@ def stage_diversify(state: Run, plan: Plan, task: list[Example]) -> list[Example
         from delia.synth.diversify import diversify
 
         backend = state.backend(config.diversify.backend)
-        examples, report = diversify(task, backend, config.diversify, out / "cache.jsonl")
-        write_jsonl(out / "task.jsonl", examples)
-        write_json(out / "report.json", report)
-        return {"counts": {"task_in": len(task), "task_out": len(examples)}}
+        # Writes task.jsonl and task.report.json (acceptance per axis, fallbacks).
+        examples, report = diversify(task, backend, config.diversify, out / "task.jsonl")
+        fallbacks = report.get("fallbacks") if isinstance(report, dict) else None
+        return {"counts": {"task_in": len(task), "task_out": len(examples), "fallbacks": fallbacks}}
 
     result = run_stage(state.dir, "diversify", key, compute, log=state.log)
     state.results["diversify"] = result
@@ -369,9 +374,6 @@ def stage_diversify(state: Run, plan: Plan, task: list[Example]) -> list[Example
 def stage_mix(
     state: Run, plan: Plan, effective: RunConfig, task: list[Example], diverse_path: Path | None
 ) -> Path:
-    if plan.task_transform is not None:
-        task = plan.task_transform(task)
-    task = [*task, *plan.extra_task_examples]
     diverse_key = None
     if diverse_path is not None:
         sample = state.results.get("sample")

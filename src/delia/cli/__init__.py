@@ -60,14 +60,14 @@ def main() -> None:
         sys.exit(130)
     except SystemExit:
         raise
-    except Exception as err:  # click's usage errors and anything else
+    except Exception as err:  # usage errors (click's, or the click copy typer >= 0.29 vendors), and the rest
         import click
 
-        if isinstance(err, click.exceptions.Abort):
+        if isinstance(err, click.exceptions.Abort | typer.Abort):
             sys.exit(130)
-        if isinstance(err, click.ClickException):
+        if isinstance(err, click.ClickException | typer.TyperException) and hasattr(err, "show"):
             err.show()
-            sys.exit(2)
+            sys.exit(getattr(err, "exit_code", 2))
         if debug:
             raise
         message = escape(f"{type(err).__name__}: {err}")

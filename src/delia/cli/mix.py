@@ -14,13 +14,15 @@ SCHEDULES = "shuffle (the paper's extensive shuffle), interleave (Algorithm 1), 
 
 
 def show_library_logs() -> None:
-    """The library's warnings (e.g. upsampling) and notes, one line each on stderr."""
+    """The library's warnings (e.g. upsampling) and notes, one line each on the current stderr."""
     root = logging.getLogger("delia")
-    if not root.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
-        root.addHandler(handler)
-        root.setLevel(logging.INFO)
+    for old in [h for h in root.handlers if h.get_name() == "delia-cli"]:
+        root.removeHandler(old)  # a handler from an earlier call in this process may hold a stale stderr
+    handler = logging.StreamHandler(sys.stderr)
+    handler.set_name("delia-cli")
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
 
 
 def register(app: typer.Typer) -> None:

@@ -80,9 +80,12 @@ def clean_lines(text: str) -> list[str]:
 
 
 def valid_fact(fact: str, description_words: set[str]) -> bool:
-    """One short sentence, most of whose content words come from the description."""
+    """One short, finished sentence (a line cut by the token limit is not), most of whose content words
+    come from the description."""
     words = content_words(fact)
     if not 4 <= len(fact.split()) <= MAX_FACT_WORDS or len(words) < 2 or SENTENCE_BREAK.search(fact):
+        return False
+    if not fact.endswith((".", "!")):
         return False
     return len(words & description_words) >= MIN_GROUNDING * len(words)
 

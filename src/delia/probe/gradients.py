@@ -131,8 +131,11 @@ def compute_gradients(
     out = []
     for source, examples in tqdm(batches, desc="gradients", unit="batch", disable=not progress):
         batch = masked_batch(tokenizer, examples, max_length)
+        label_tokens = int((batch["labels"] != IGNORE_INDEX).sum())
+        if label_tokens == 0:
+            raise DeliaError(f"a {source} batch has no answer token within --max-length {max_length}")
         vector, loss = batch_gradient(model, params, batch)
-        out.append(BatchGradient(source, vector, loss, int((batch["labels"] != IGNORE_INDEX).sum())))
+        out.append(BatchGradient(source, vector, loss, label_tokens))
     return out
 
 

@@ -61,13 +61,28 @@ def series(rows: list[dict[str, Any]], key: str) -> dict[str, list[float]]:
 
 
 def mix_ratio(run_dir: Path) -> float | None:
-    """mix.ratio from the run's config.yaml, for the legend; None when absent."""
+    """The diverse:task ratio the run trained with, for the legend; None when unknown.
+
+    plan.json (written by the pipeline) holds the effective ratio (0 for a method without diverse data);
+    config.yaml's mix.ratio is the fallback.
+    """
+    if not run_dir.is_dir():
+        return None
+    plan = run_dir / "plan.json"
+    if plan.exists():
+        try:
+            data = json.loads(plan.read_text(encoding="utf-8"))
+            if data.get("use_diverse") is False:
+                return 0.0
+            if is_number(data.get("ratio")):
+                return float(data["ratio"])
+        except (json.JSONDecodeError, AttributeError):
+            pass
     config = run_dir / "config.yaml"
-    if not run_dir.is_dir() or not config.exists():
+    if not config.exists():
         return None
     try:
-        data = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
-        ratio = data.get("mix", {}).get("ratio")
+        ratio = (yaml.safe_load(config.read_text(encoding="utf-8")) or {}).get("mix", {}).get("ratio")
     except (yaml.YAMLError, AttributeError):
         return None
     return float(ratio) if is_number(ratio) else None
@@ -154,5 +169,5 @@ def run_losscurve_probe(
     write_csv(out_dir / "losscurve.csv", long_rows(results))
     write_csv(out_dir / "losscurve_table.csv", table)
     (out_dir / "losscurve_table.md").write_text(markdown_table(table), encoding="utf-8")
-    plot_losscurves(results, out_dir / "losscurve.png", lambda v: moving_average(v, smooth), x_axis)
+    plot_losscurves(results, out_dir / "losscurve.png", smooth, x_axis)
     return {"results": results, "table": table, "notes": notes, "out_dir": str(out_dir)}

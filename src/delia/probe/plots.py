@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 
 DPI = 130
 
@@ -34,12 +35,15 @@ def plot_repr(results: list[dict[str, Any]], keywords: list[str], path: Path) ->
             ax.plot(range(1, len(curve) + 1), curve, marker="o", markersize=3, label=result["run"])
         ax.set_title(f"L2({token}, {keyword!r}) per block")
         ax.set_xlabel("transformer block")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("L2 distance of hidden states")
         ax.grid(alpha=0.3)
         if ax.lines:
             ax.legend(fontsize=8)
     if skipped:
-        fig.text(0.01, 0.01, f"not applicable ({token} not in tokenizer): {', '.join(skipped)}", fontsize=8)
+        fig.suptitle(
+            f"not applicable ({token} not a token of its tokenizer): {', '.join(skipped)}", fontsize=9
+        )
     return _save(fig, path)
 
 
@@ -78,8 +82,10 @@ def plot_divergent(results: list[dict[str, Any]], path: Path) -> Path:
     return _save(fig, path)
 
 
-def plot_losscurves(results: list[dict[str, Any]], path: Path, smooth: Any, x_axis: str = "step") -> Path:
+def plot_losscurves(results: list[dict[str, Any]], path: Path, smooth: int = 1, x_axis: str = "step") -> Path:
     """Left: held-out task loss per run. Right: training loss per source (task solid, diverse dashed)."""
+    from delia.probe.losscurve import moving_average
+
     fig, (held, train) = plt.subplots(1, 2, figsize=(11, 4))
     for index, result in enumerate(results):
         colour = f"C{index}"
@@ -100,13 +106,16 @@ def plot_losscurves(results: list[dict[str, Any]], path: Path, smooth: Any, x_ax
             if curve:
                 train.plot(
                     [s * scale for s in curve["step"]],
-                    smooth(curve["value"]),
+                    moving_average(curve["value"], smooth),
                     style,
                     color=colour,
                     label=f"{label}: {key.removeprefix('loss_')}",
                 )
     xlabel = "fraction of training" if x_axis == "progress" else "optimizer step"
-    for ax, title in ((held, "held-out task loss"), (train, "training loss by source (smoothed)")):
+    for ax, title in (
+        (held, "held-out task loss"),
+        (train, "training loss by source" + (f" (mean of {smooth} steps)" if smooth > 1 else "")),
+    ):
         ax.set_title(title)
         ax.set_xlabel(xlabel)
         ax.set_ylabel("loss")

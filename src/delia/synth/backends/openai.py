@@ -30,7 +30,9 @@ def read_api_key(env_name: str | None) -> str | None:
         return None
     key = os.environ.get(env_name)
     if not key:
-        raise DeliaError(f"environment variable {env_name} (named by backend.api_key_env) is not set or empty")
+        raise DeliaError(
+            f"environment variable {env_name} (named by backend.api_key_env) is not set or empty"
+        )
     return key
 
 
@@ -124,7 +126,9 @@ class OpenAIBackend:
                     raise DeliaError(f"{self.url} answered HTTP {err.code}: {detail}") from None
                 time.sleep(self._delay(attempt, err.headers.get("Retry-After")))
             except TimeoutError:
-                raise DeliaError(f"{self.url} did not answer within {self.timeout_s:g} s (backend.timeout_s)") from None
+                raise DeliaError(
+                    f"{self.url} did not answer within {self.timeout_s:g} s (backend.timeout_s)"
+                ) from None
             except urllib.error.URLError as err:
                 if isinstance(err.reason, TimeoutError):
                     raise DeliaError(f"{self.url} did not answer within {self.timeout_s:g} s") from None

@@ -16,7 +16,9 @@ def import_vllm() -> Any:
     try:
         import vllm
     except ImportError as err:
-        raise DeliaError(f"the vllm backend needs the vllm package, which is not importable ({err}); {INSTALL_HINT}")
+        raise DeliaError(
+            f"the vllm backend needs the vllm package, which is not importable ({err}); {INSTALL_HINT}"
+        ) from None
     return vllm
 
 
@@ -28,7 +30,9 @@ class VllmBackend:
         from delia.models import resolve_model_dir
 
         self.llm = vllm.LLM(
-            model=resolve_model_dir(model_spec), gpu_memory_utilization=gpu_memory_utilization, **engine_options
+            model=resolve_model_dir(model_spec),
+            gpu_memory_utilization=gpu_memory_utilization,
+            **engine_options,
         )
         self._sampling_params = vllm.SamplingParams
         self.stats = GenerationStats()

@@ -1,0 +1,218 @@
+"""`make demo`: common instruction tuning vs DELIA vs compute-matched common IT (and the base model) on the
+project's own field-extraction task, plus a check of what training did to everything else.
+
+Every leg is an ordinary pipeline run (cached per stage) in one directory; the extra checks are one more
+cached stage per run (`general/`): ordinary questions with known answers (is general ability kept? are
+they now answered in the task's JSON format?) and the demo sentences asked about *without* `<sep>` (is
+the format used only when asked for?).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from delia.config import RunConfig, SamplingConfig, load_config
+from delia.data.tasks import DEMO_KEYS, build_demo
+from delia.errors import ConfigError
+from delia.pipeline import Log, read_manifest, run, run_stage, summary_row
+
+LEGS = ("base", "common_it", "delia", "common_it_matched")
+
+# (question, accepted answer substrings): facts the base model mostly gets right, checked by substring.
+GENERAL_QUESTIONS: list[tuple[str, tuple[str, ...]]] = [
+    ("What is the capital of France?", ("paris",)),
+    ("How many days are in a week?", ("7", "seven")),
+    ("What color is the sky on a clear day?", ("blue",)),
+    ("What is 2 plus 3?", ("5", "five")),
+    ("What is the opposite of hot?", ("cold",)),
+    ("What is the largest ocean on Earth?", ("pacific",)),
+    ("Who wrote Romeo and Juliet?", ("shakespeare",)),
+    ("What is the capital of Japan?", ("tokyo",)),
+    ("What language is spoken in Spain?", ("spanish",)),
+    ("At what temperature in Celsius does water boil?", ("100",)),
+    ("What is the chemical symbol for gold?", ("au",)),
+    ("How many continents are there?", ("7", "seven")),
+    ("What is frozen water called?", ("ice",)),
+    ("What is the capital of Italy?", ("rome",)),
+    ("How many hours are in a day?", ("24", "twenty-four")),
+    ("What animal says 'moo'?", ("cow",)),
+]
+PLAIN_QUESTION = "In which city does the person in this sentence live or work? Answer in a few words."
+PLAIN_EXAMPLES = 8
+PROBE_TOKENS = 40
+
+
+def demo_config_path(path: str | Path | None) -> Path:
+    """The given config, else configs/demo.yaml here or in the source checkout."""
+    if path is not None:
+        return Path(path)
+    here = Path("configs/demo.yaml")
+    checkout = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"
+    for candidate in (here, checkout):
+        if candidate.exists():
+            return candidate
+    raise ConfigError("demo", "configs/demo.yaml not found: run from the repository root or pass --config")
+
+
+def leg_configs(base: RunConfig, out_dir: Path) -> list[RunConfig]:
+    """One config per leg: only the method (and name) differ, so the task data are the same."""
+    legs = []
+    for method in LEGS:
+        leg = base.model_copy(deep=True)
+        leg.method, leg.name, leg.run_dir = method, method, str(out_dir)
+        if method == "common_it_matched":
+            leg.matched_to = str(out_dir / "delia")
+        legs.append(leg)
+    return legs
+
+
+def looks_like_json(text: str) -> bool:
+    from delia.evaluate.jsonfmt import parse_answer
+
+    stripped = text.strip()
+    return stripped.startswith("{") or parse_answer(stripped)[0] is not None
+
+
+def general_probe_prompts(config: RunConfig) -> tuple[list[list[dict[str, str]]], list[dict[str, Any]]]:
+    prompts, expected = [], []
+    for question, answers in GENERAL_QUESTIONS:
+        prompts.append([{"role": "user", "content": question}])
+        expected.append({"kind": "general", "question": question, "answers": list(answers)})
+    options = {**config.eval.builder_options, "n": PLAIN_EXAMPLES, "offset": 0}
+    for example in build_demo(None, options, "demo"):
+        fields = example.meta["fields"]
+        prompts.append([{"role": "user", "content": f"{example.meta['sentence']}\n\n{PLAIN_QUESTION}"}])
+        expected.append({"kind": "plain", "question": PLAIN_QUESTION, "answers": [fields["city"].lower()]})
+    return prompts, expected
+
+
+def score_probe(
+    predictions: list[str], expected: list[dict[str, Any]]
+) -> tuple[dict[str, float], list[dict]]:
+    rows = []
+    for prediction, item in zip(predictions, expected, strict=True):
+        lowered = prediction.lower()
+        correct = any(answer in lowered for answer in item["answers"])
+        rows.append(
+            {**item, "prediction": prediction, "correct": correct, "json": looks_like_json(prediction)}
+        )
+
+    def rate(kind: str, key: str) -> float:
+        chosen = [r[key] for r in rows if r["kind"] == kind]
+        return round(sum(chosen) / len(chosen), 4) if chosen else 0.0
+
+    figures = {
+        "general_correct": rate("general", "correct"),
+        "general_json": rate("general", "json"),
+        "plain_correct": rate("plain", "correct"),
+        "plain_json": rate("plain", "json"),
+    }
+    return figures, rows
+
+
+def stage_general(run_dir: Path, config: RunConfig, log: Log) -> dict[str, float]:
+    """The retention / format-leakage check for one finished run, cached like any stage."""
+    from delia.data.io import write_jsonl
+
+    train = read_manifest(run_dir / "train")
+    upstream = (train["hash"] if train else "untrained", json.dumps(GENERAL_QUESTIONS), PLAIN_QUESTION)
+    key = config.stage_hash(
+        "model", upstream=(*upstream, str(config.eval.builder_options), str(PROBE_TOKENS))
+    )
+
+    def compute(out: Path) -> dict[str, Any]:
+        from delia.synth.backends import LocalBackend
+
+        model, tokenizer = load_run_model(run_dir, config)
+        prompts, expected = general_probe_prompts(config)
+        backend = LocalBackend(model, tokenizer, batch_size=config.eval.batch_size, progress=False)
+        predictions = backend.generate(prompts, SamplingConfig(temperature=0.0, max_new_tokens=PROBE_TOKENS))
+        figures, rows = score_probe(predictions, expected)
+        write_jsonl(out / "predictions.jsonl", rows)
+        return {"counts": {"prompts": len(prompts)}, "metrics": figures}
+
+    return run_stage(run_dir, "general", key, compute, log=log).manifest["metrics"]
+
+
+def load_run_model(run_dir: Path, config: RunConfig) -> tuple[Any, Any]:
+    from delia.models import load_model, load_tokenizer
+
+    adapter = run_dir / "train" / "adapter"
+    if adapter.exists():
+        from delia.train import load_adapter_model
+
+        return load_adapter_model(config.model.name, adapter, device=config.model.device)
+    model = load_model(config.model.name, config.model.device, config.model.dtype)
+    return model.eval(), load_tokenizer(config.model.name)
+
+
+def field_accuracy(run_dir: Path) -> float | None:
+    """Share of held-out answers with every field (name, city, job) exactly right."""
+    from delia.evaluate.jsonfmt import parse_answer
+
+    path = run_dir / "eval" / "predictions.jsonl"
+    if not path.exists():
+        return None
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    correct = 0
+    for row in rows:
+        predicted, _ = parse_answer(row["prediction"])
+        reference, _ = parse_answer(row["reference"] or "")
+        if predicted and reference:
+            correct += all(str(predicted.get(k, "")).strip() == str(reference[k]) for k in DEMO_KEYS)
+    return round(correct / len(rows), 4) if rows else None
+
+
+def comparison_row(run_dir: Path, general: dict[str, float]) -> dict[str, Any]:
+    summary = summary_row(run_dir)
+    return {
+        "method": summary["method"],
+        "train examples": summary["train examples"],
+        "steps": summary["steps"],
+        "train s": summary["train s"],
+        "<sep> format": summary.get("json_format"),
+        "all fields": field_accuracy(run_dir),
+        "general QA": general["general_correct"],
+        "JSON on plain Qs": general["general_json"],
+        "city w/o <sep>": general["plain_correct"],
+        "JSON w/o <sep>": general["plain_json"],
+    }
+
+
+def run_demo(
+    config_path: str | Path | None = None,
+    out_dir: str | Path | None = None,
+    overrides: list[str] | None = None,
+    log: Log = print,
+) -> tuple[list[dict[str, Any]], Path, float]:
+    """Run every leg, then the general check; return the comparison rows, the directory, the seconds."""
+    start = time.perf_counter()
+    base = load_config(demo_config_path(config_path), overrides)
+    root = Path(out_dir or base.run_dir)
+    rows = []
+    for leg in leg_configs(base, root):
+        log(f"== {leg.method}")
+        run_dir = run(leg, log=lambda line, name=leg.name: log(f"[{name}] {line}"))
+        general = stage_general(run_dir, leg, lambda line, name=leg.name: log(f"[{name}] {line}"))
+        rows.append(comparison_row(run_dir, general))
+    seconds = time.perf_counter() - start
+    write_demo_summary(root, rows, seconds)
+    return rows, root, seconds
+
+
+def write_demo_summary(root: Path, rows: list[dict[str, Any]], seconds: float) -> None:
+    from delia.pipeline import markdown_table
+
+    text = (
+        "# delia demo\n\n"
+        f"{markdown_table(rows)}\n\n"
+        "<sep> format / all fields: held-out sentences (unseen names, cities, jobs) with unseen instruction "
+        "phrasings. general QA: 16 ordinary questions, answer contains the known fact. JSON on plain Qs: "
+        "share of those answered in JSON (format leakage). city w/o <sep> / JSON w/o <sep>: demo sentences "
+        "asked about in plain words, no <sep>.\n\n"
+        f"Wall time of this invocation: {seconds:.0f} s.\n"
+    )
+    (root / "summary.md").write_text(text, encoding="utf-8")

@@ -1,0 +1,169 @@
+"""The pipeline end to end on the tiny model: every artefact, caching, atomic stages, matched steps."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from delia.config import RunConfig, build_config
+from delia.errors import ConfigError
+from delia.pipeline import STAGES, read_manifest, run, summary_row
+
+STAGE_DIRS = ("task", "diversify", "sample", "mix", "train", "eval")
+
+
+def tiny_config(model_dir: Path, run_dir: Path, **changes: Any) -> RunConfig:
+    data: dict[str, Any] = {
+        "name": "tiny",
+        "method": "delia",
+        "run_dir": str(run_dir),
+        "model": {"name": str(model_dir)},
+        "task": {"builder": "demo", "builder_options": {"n": 6}},
+        "sample": {"sampling": {"max_new_tokens": 6}, "backend": {"batch_size": 8}},
+        "diversify": {"k": 1, "sampling": {"max_new_tokens": 12}, "backend": {"batch_size": 8}},
+        "mix": {"ratio": 2},
+        "lora": {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]},
+        "train": {"epochs": 1, "batch_size": 4, "micro_batch_size": 4, "max_length": 128, "lr": 1e-3},
+        "eval": {
+            "builder": "demo",
+            "builder_options": {"split": "heldout", "n": 4},
+            "keys": ["name", "city", "job"],
+            "label_key": "city",
+            "limit": 2,
+            "max_new_tokens": 6,
+            "bootstrap": 50,
+        },
+    }
+    for dotted, value in changes.items():
+        node = data
+        *parents, last = dotted.split("__")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return build_config(data)
+
+
+def stage_stamps(run_dir: Path) -> dict[str, str]:
+    return {
+        name: read_manifest(run_dir / name)["finished_at"] for name in STAGES if (run_dir / name).exists()
+    }
+
+
+@pytest.fixture(scope="module")
+def delia_run(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    runs = tmp_path_factory.mktemp("runs")
+    return run(tiny_config(tiny_model_dir, runs), log=lambda line: None)
+
+
+def test_a_run_writes_every_artefact(delia_run: Path) -> None:
+    for name in STAGE_DIRS:
+        manifest = read_manifest(delia_run / name)
+        assert manifest is not None and manifest["hash"], name
+    for name in (
+        "config.yaml",
+        "plan.json",
+        "train_log.jsonl",
+        "predictions.jsonl",
+        "metrics.json",
+        "summary.md",
+    ):
+        assert (delia_run / name).is_file(), name
+    assert (delia_run / "adapter").resolve() == (delia_run / "train" / "adapter").resolve()
+    assert any((delia_run / "adapter").iterdir())
+    counts = read_manifest(delia_run / "mix")["counts"]
+    assert counts["sources"]["diverse"] == counts["diverse"] == round(2 * counts["task"])
+    assert read_manifest(delia_run / "train")["steps"] >= 1
+    predictions = [json.loads(x) for x in (delia_run / "predictions.jsonl").read_text().splitlines()]
+    assert len(predictions) == 2
+    assert "json_format" in json.loads((delia_run / "metrics.json").read_text())["values"]
+    assert "| delia |" in (delia_run / "summary.md").read_text()
+    assert not list(delia_run.glob(".*.partial"))
+
+
+def test_identical_rerun_recomputes_nothing_and_loads_no_model(
+    delia_run: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before = stage_stamps(delia_run)
+
+    def no_loading(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("a cached rerun loaded a model")
+
+    monkeypatch.setattr("delia.models.load_model", no_loading)
+    monkeypatch.setattr("delia.train.load_adapter_model", no_loading)
+    lines: list[str] = []
+    run(tiny_config(tiny_model_dir, delia_run.parent), log=lines.append)
+    assert stage_stamps(delia_run) == before
+    assert sum("cached" in line for line in lines) == len(STAGE_DIRS)
+
+
+def test_changing_eval_reruns_only_eval(delia_run: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "tiny"
+    shutil.copytree(delia_run, copy, symlinks=True)
+    before = stage_stamps(copy)
+    run(tiny_config(tiny_model_dir, tmp_path, eval__limit=3), log=lambda line: None)
+    after = stage_stamps(copy)
+    assert {k for k in before if before[k] != after[k]} == {"eval"}
+    assert read_manifest(copy / "eval")["counts"]["eval"] == 3
+
+
+def test_a_crash_never_leaves_a_stage_looking_finished(
+    delia_run: Path, tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    copy = tmp_path / "tiny"
+    shutil.copytree(delia_run, copy, symlinks=True)
+
+    def crash(model: Any, tokenizer: Any, examples: Any, cfg: Any, out_dir: Path, **kw: Any) -> None:
+        (Path(out_dir) / "predictions.jsonl").write_text("half")
+        raise RuntimeError("killed")
+
+    old_hash = read_manifest(copy / "eval")["hash"]
+    monkeypatch.setattr("delia.evaluate.evaluate_model", crash)
+    config = tiny_config(tiny_model_dir, tmp_path, eval__max_new_tokens=4)
+    with pytest.raises(RuntimeError, match="killed"):
+        run(config, log=lambda line: None)
+    assert read_manifest(copy / "eval")["hash"] == old_hash  # the old finished stage is untouched...
+    assert (copy / ".eval.partial" / "predictions.jsonl").read_text() == "half"
+    monkeypatch.undo()
+    run(config, log=lambda line: None)  # ...and a rerun finishes the new one
+    assert read_manifest(copy / "eval")["hash"] != old_hash
+    assert not (copy / ".eval.partial").exists()
+
+
+def test_common_it_matched_reaches_delias_step_count(delia_run: Path, tiny_model_dir: Path) -> None:
+    config = tiny_config(
+        tiny_model_dir,
+        delia_run.parent,
+        name="matched",
+        method="common_it_matched",
+        matched_to=str(delia_run),
+    )
+    matched = run(config, log=lambda line: None)
+    delia_steps = read_manifest(delia_run / "train")["steps"]
+    train = read_manifest(matched / "train")
+    assert train["steps"] == delia_steps
+    mix_counts = read_manifest(matched / "mix")["counts"]
+    assert mix_counts["diverse"] == 0 and mix_counts["task"] == 6
+    # 6 task examples in batches of 4 make 2 steps an epoch: matching DELIA needs more than one epoch.
+    assert delia_steps > 2
+    assert not (matched / "sample").exists() and not (matched / "diversify").exists()
+    plan = json.loads((matched / "plan.json").read_text())
+    assert plan["special_tokens"] == [] and plan["max_steps"] == delia_steps
+    assert summary_row(matched)["steps"] == delia_steps
+
+
+def test_matched_without_a_finished_target_is_a_config_error(tiny_model_dir: Path, tmp_path: Path) -> None:
+    config = tiny_config(
+        tiny_model_dir, tmp_path, method="common_it_matched", matched_to=str(tmp_path / "none")
+    )
+    with pytest.raises(ConfigError, match="matched_to"):
+        run(config, log=lambda line: None)
+
+
+def test_base_method_evaluates_without_training(tiny_model_dir: Path, tmp_path: Path) -> None:
+    base = run(tiny_config(tiny_model_dir, tmp_path, method="base"), log=lambda line: None)
+    assert not (base / "train").exists() and read_manifest(base / "eval") is not None
+    assert summary_row(base)["steps"] == 0
