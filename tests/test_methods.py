@@ -458,3 +458,89 @@ def test_format_summary_reads_keys_labels_and_quoting() -> None:
     assert example_answer(summary) == "{'thought': '...', 'hallucination': 'no'}"
     text = summarize_format(translation_task(TOY_PAIRS))
     assert text.kind == "text" and text.mean_words == 2
+
+
+# ----------------------------------------------------------------------- tiny pipeline run per method
+
+SLOW_OVERRIDES: dict[str, dict[str, Any]] = {
+    "random_init": {},
+    "mean_embedding": {},
+    "dmt": {"mix": {"ratio": 1, "two_stage_order": "task_first"}},
+    "fact_based": {"fact_based": {"n_facts": 1, "qa_per_fact": 1}},
+    "icl": {"icl": {"k": 2}},
+    "ctg": {"ctg": {"weight": 1.0}},
+    "tell": {"mix": {"ratio": 1}},
+}
+
+
+def tiny_run(tmp_path: Path, shared_data: Path, method: str, **overrides: Any) -> Path:
+    """The embedded model, 4 task examples, ratio 1, one optimizer step, 2 eval examples x 16 tokens."""
+    from delia.config import build_config, deep_merge
+    from delia.pipeline import run
+
+    data = shared_data / "delia-reproduce"
+    diverse = tmp_path / "diverse.jsonl"
+    write_jsonl(diverse, diverse_examples(8))
+    base = {
+        "name": method,
+        "method": method,
+        "run_dir": str(tmp_path / "runs"),
+        "task": {"train": str(data / "train_dataset.jsonl"), "size": 4},
+        "eval": {"file": str(data / "eval_dataset.jsonl"), "limit": 2, "max_new_tokens": 16, "bootstrap": 20},
+        "sample": {"data": str(diverse)},
+        "mix": {"ratio": 1},
+        "train": {"max_steps": 1, "batch_size": 4, "micro_batch_size": 4, "max_length": 512},
+    }
+    return run(build_config(deep_merge(base, overrides)), log=lambda line: None)
+
+
+def finished(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    predictions = [json.loads(line) for line in (run_dir / "predictions.jsonl").read_text().splitlines()]
+    assert len(predictions) == 2
+    return metrics, predictions
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", sorted(SLOW_OVERRIDES))
+def test_tiny_pipeline_run_completes(tmp_path: Path, shared_data: Path, method: str) -> None:
+    run_dir = tiny_run(tmp_path, shared_data, method, **SLOW_OVERRIDES[method])
+    _, predictions = finished(run_dir)
+    plan = json.loads((run_dir / "plan.json").read_text())
+    trains = method not in ("icl", "ctg")
+    assert plan["train"] is trains and (run_dir / "adapter").exists() is trains
+    mixed = read_examples(run_dir / "mix" / "mixed.jsonl")
+    if method == "tell":
+        anchor = plan["notes"][0].split("'")[1]
+        assert all(ex.instruction.startswith(anchor) == (ex.source == "task") for ex in mixed)
+        assert all(p["prompt"][-1]["content"].startswith(anchor) for p in predictions)
+    if method == "dmt":
+        assert [ex.source for ex in mixed] == ["task"] * 4 + ["diverse"] * 4
+    if method == "fact_based":
+        assert {ex.source for ex in mixed} == {"task", "fact"} and (run_dir / "facts.json").exists()
+    if method in ("random_init", "mean_embedding"):
+        assert plan["special_tokens"] == ["<sep>"]
+    if method == "icl":
+        assert len(predictions[0]["prompt"]) == 2 * 2 + 1  # 2 demonstrations (user, assistant) + the question
+    if method == "ctg":
+        assert "The <sep> format" in predictions[0]["prompt"][-1]["content"]
+
+
+@pytest.mark.slow
+def test_tiny_dipmt_run_completes(tmp_path: Path, shared_data: Path) -> None:
+    pairs = str(shared_data / "wmt21-en-is" / "newsdev2021-via-TELL.en-is.jsonl")
+    run_dir = tiny_run(
+        tmp_path,
+        shared_data,
+        "dipmt",
+        task={"train": pairs, "builder": "translation", "builder_options": {"limit": 200}, "size": None},
+        eval={
+            "file": pairs,
+            "builder": "translation",
+            "builder_options": {"offset": 900},
+            "metric": "translation",
+        },
+    )
+    metrics, predictions = finished(run_dir)
+    assert any("In this context, the word" in turn["content"] for turn in predictions[0]["prompt"])
+    assert "values" in metrics

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import tiny_llama
 
 from delia.config import BackendConfig, SampleConfig, SamplingConfig
 from delia.data.example import Example
@@ -59,8 +60,14 @@ class EchoBackend:
 # ---------------------------------------------------------------- local backend
 
 
-def test_batched_left_padded_generation_equals_single_prompt_greedy(tiny_model: Any, tokenizer: Any) -> None:
-    prompts = [user("Hi"), user("Write a long sentence about the sea and the sky and the birds above."), user("2+2?")]
+def test_batched_left_padded_generation_equals_single_prompt_greedy(tokenizer: Any) -> None:
+    # Untied: the tied tiny model greedily repeats the prompt's last token ("\n"), which decodes to "".
+    tiny_model = tiny_llama(len(tokenizer), tie=False)
+    prompts = [
+        user("Hi"),
+        user("Write a long sentence about the sea and the sky and the birds above."),
+        user("2+2?"),
+    ]
     batched = LocalBackend(tiny_model, tokenizer, batch_size=3, autocast_mode="none", progress=False)
     single = LocalBackend(tiny_model, tokenizer, batch_size=1, autocast_mode="none", progress=False)
     together = batched.generate(prompts, GREEDY)
@@ -108,14 +115,19 @@ def test_prompt_has_the_reference_as_one_in_context_turn() -> None:
     query = Example(messages=[*user("Name a colour."), {"role": "assistant", "content": "Blue."}])
     prompt = build_prompt(query, in_context=True)
     assert [m["role"] for m in prompt] == ["system", "user", "assistant", "user"]
-    assert prompt[1]["content"] == prompt[3]["content"] == "Name a colour." and prompt[2]["content"] == "Blue."
+    assert (
+        prompt[1]["content"] == prompt[3]["content"] == "Name a colour." and prompt[2]["content"] == "Blue."
+    )
     assert [m["role"] for m in build_prompt(query, in_context=False)] == ["system", "user"]
     bare = Example(messages=user("Name a colour."))
     assert [m["role"] for m in build_prompt(bare, in_context=True)] == ["system", "user"]
 
 
 def _queries(n: int) -> list[Example]:
-    return [Example(messages=[*user(f"query {i}"), {"role": "assistant", "content": f"ref {i}"}]) for i in range(n)]
+    return [
+        Example(messages=[*user(f"query {i}"), {"role": "assistant", "content": f"ref {i}"}])
+        for i in range(n)
+    ]
 
 
 def test_sampling_resumes_after_a_crash_answering_each_query_once(tmp_path: Path) -> None:
@@ -205,7 +217,9 @@ def test_sigkilled_sampling_run_rerun_answers_every_query_once(tmp_path: Path) -
     script.write_text(KILL_SCRIPT)
     out = tmp_path / "s.jsonl"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
-    proc = subprocess.Popen([sys.executable, str(script), str(out), "0.3"], env=env, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(out), "0.3"], env=env, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 60
     while time.time() < deadline:
         if cache_path(out).exists() and len(cache_path(out).read_text().splitlines()) >= 4:
@@ -215,7 +229,9 @@ def test_sigkilled_sampling_run_rerun_answers_every_query_once(tmp_path: Path) -
     proc.wait()
     answered_before = len(cache_path(out).read_text().splitlines())
     assert 4 <= answered_before < 12 and not out.exists()
-    subprocess.run([sys.executable, str(script), str(out), "0"], env=env, check=True, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, str(script), str(out), "0"], env=env, check=True, stderr=subprocess.DEVNULL
+    )
     examples = read_examples(out)
     assert sorted(ex.instruction for ex in examples) == sorted(f"query {i}" for i in range(12))
     keys = [json.loads(line)["key"] for line in cache_path(out).read_text().splitlines()]
@@ -275,7 +291,10 @@ def test_stats_cli_prints_json(tmp_path: Path) -> None:
 
     from delia.cli import _register_all, app
 
-    rows = [Example(messages=[*user(f"question number {i}"), {"role": "assistant", "content": "x y"}]) for i in range(4)]
+    rows = [
+        Example(messages=[*user(f"question number {i}"), {"role": "assistant", "content": "x y"}])
+        for i in range(4)
+    ]
     write_jsonl(tmp_path / "d.jsonl", rows)
     _register_all()
     result = CliRunner().invoke(app, ["synth", "stats", str(tmp_path / "d.jsonl"), "--json", "--no-embed"])

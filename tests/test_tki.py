@@ -309,3 +309,41 @@ def test_input_span_stops_at_the_first_label_and_skips_padding() -> None:
     mask = torch.tensor([[1, 1, 1, 1, 0], [0, 1, 1, 1, 1]])
     span = kr.input_span(labels, mask)
     assert span.tolist() == [[True, True, False, False, False], [False, True, True, False, False]]
+
+
+def test_packed_rows_route_each_example_like_its_own_padded_row(tiny_model, tokenizer) -> None:
+    """delia.train packs several examples into one row (cu_seq_lens); each must get its own latents."""
+    from delia.train.attention import packed_attention_for
+
+    adapter = LatentAdapter(latent_spec(tiny_model))
+    adapter.encoder = HashEncoder()
+    with torch.no_grad():
+        for bank in adapter.banks.values():
+            bank.down.normal_(std=0.05)
+    adapter.attach(tiny_model, tokenizer)
+    tiny_model.eval()
+    pairs = [("What is 2+2?", "4"), ("Name a colour.", "Blue"), ("Say hi.", "Hi there")]
+    batch = train_batch(tokenizer, pairs)
+    with torch.no_grad():
+        padded = tiny_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    padded_routing = adapter.current
+    lengths = batch["attention_mask"].sum(1).tolist()
+    ids = torch.cat([row[:n] for row, n in zip(batch["input_ids"], lengths, strict=True)]).unsqueeze(0)
+    positions = torch.cat([torch.arange(n) for n in lengths]).unsqueeze(0)
+    bounds = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32)
+    with packed_attention_for(tiny_model) as packed_ok, torch.no_grad():
+        assert packed_ok
+        packed = tiny_model(
+            input_ids=ids,
+            position_ids=positions,
+            cu_seq_lens_q=bounds,
+            cu_seq_lens_k=bounds,
+            max_length_q=max(lengths),
+            max_length_k=max(lengths),
+        ).logits[0]
+    assert adapter.current.segments is not None and not adapter.current.per_row
+    assert torch.equal(adapter.current.index, padded_routing.index)
+    start = 0
+    for row, n in enumerate(lengths):
+        assert torch.allclose(packed[start : start + n], padded[row, :n], atol=1e-4)
+        start += n

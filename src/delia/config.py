@@ -130,8 +130,10 @@ class TrainConfig(Section):
     warmup_ratio: float = 0.03
     scheduler: Literal["linear", "cosine", "constant"] = "linear"
     weight_decay: float = 0.0
+    max_grad_norm: float | None = 1.0  # clip like transformers' Trainer; None: no clipping
     autocast: Literal["auto", "bf16", "none"] = "auto"
     group_by_length: bool = True
+    packing: bool = True  # each micro-batch as one padding-free row, attention kept per sequence
     seed: int = 0
     checkpoint_every: int = 0  # optimizer steps; 0: only at the end
     eval_every: int = 0  # held-out task loss every N steps; 0: never

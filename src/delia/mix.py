@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import codecs
 import hashlib
+import itertools
 import logging
 import math
 import random
@@ -102,7 +103,7 @@ def index_messages_jsonl(path: Path, fmt: str = "auto") -> OffsetPool | None:
                 continue
             if not offsets and (raw.lstrip().startswith(b"[") or b'"messages"' not in raw):
                 return None  # a JSON array, or a first record of another format: the general reader decides
-            record = parse_json_line(raw, str(path), lineno)
+            record = parse_json_line(raw.rstrip(b"\n"), str(path), lineno)  # as the text reader sees it
             example_from_record(record, "messages", DIVERSE, str(path), lineno)
             offsets.append(start)
     return OffsetPool(path, offsets) if offsets else None
@@ -174,23 +175,21 @@ def check_config(cfg: MixConfig) -> None:
 def schedule_stream(task: list[Example], pool: DiversePool | None, cfg: MixConfig) -> Iterator[Example]:
     """The mixed examples in training order."""
     n_diverse = diverse_count(cfg, len(task))
-    draws = draw_indices(len(pool) if pool else 0, n_diverse, random.Random(f"{cfg.seed}:draw"))
-    diverse = (pool.get(index) for index in draws) if pool else iter(())
+    if pool is None:
+        diverse: Iterator[Example] = iter(())
+    else:
+        draws = draw_indices(len(pool), n_diverse, random.Random(f"{cfg.seed}:draw"))
+        diverse = (pool.get(index) for index in draws)
     if cfg.schedule == "interleave":
         return interleave(task, diverse, int(cfg.ratio))
     order = list(range(len(task)))
     random.Random(f"{cfg.seed}:task").shuffle(order)
     shuffled_task = (task[i] for i in order)
     if cfg.schedule == "two_stage" and cfg.two_stage_order == "diverse_first":
-        return _chain(diverse, shuffled_task)
+        return itertools.chain(diverse, shuffled_task)
     if cfg.schedule == "two_stage":
-        return _chain(shuffled_task, diverse)
+        return itertools.chain(shuffled_task, diverse)
     return merge_uniformly(shuffled_task, len(task), diverse, n_diverse, random.Random(f"{cfg.seed}:merge"))
-
-
-def _chain(*streams: Iterator[Example]) -> Iterator[Example]:
-    for stream in streams:
-        yield from stream
 
 
 def mix(

@@ -71,10 +71,15 @@ def parse_json_line(line: str | bytes, path: str, lineno: int) -> dict[str, Any]
     try:
         record = json.loads(line)
     except json.JSONDecodeError as err:
-        raise DataError(path, lineno, f"invalid JSON ({err.msg} at column {err.colno})") from None
+        raise DataError(path, lineno, _invalid_json(err)) from None
     if not isinstance(record, dict):
         raise DataError(path, lineno, f"expected a JSON object, got {type(record).__name__}")
     return record
+
+
+def _invalid_json(err: json.JSONDecodeError) -> str:
+    where = "column" if err.msg.endswith(" at") else "at column"  # "Unterminated string starting at"
+    return f"invalid JSON ({err.msg} {where} {err.colno})"
 
 
 _WHITESPACE = " \t\n\r"
@@ -105,7 +110,7 @@ def _iter_json_array(text: str, path: str) -> Iterator[tuple[int, dict[str, Any]
             try:
                 record, end = decoder.raw_decode(text, pos)
             except json.JSONDecodeError as err:
-                raise DataError(path, err.lineno, f"invalid JSON ({err.msg} at column {err.colno})") from None
+                raise DataError(path, err.lineno, _invalid_json(err)) from None
             line = line_at(pos)
             if not isinstance(record, dict):
                 raise DataError(path, line, f"expected a JSON object, got {type(record).__name__}")

@@ -280,7 +280,8 @@ def cached_facts(config: RunConfig, description: str, summary: FormatSummary) ->
         cached = json.loads(path.read_text(encoding="utf-8"))
         if cached.get("key") == key:
             return [Example.model_validate(row) for row in cached["examples"]], cached["note"]
-    backend = make_backend(config.sample.backend, config.model.name)
+    model = config.model
+    backend = make_backend(config.sample.backend, model.name, device=model.device, dtype=model.dtype)
     examples, note = build_facts(description, summary, token, backend, config.fact_based, config.seed)
     write_json(path, {"key": key, "note": note, "examples": [ex.model_dump() for ex in examples]})
     return examples, note

@@ -30,6 +30,7 @@ from delia.methods.tki.routing import (
     orthogonal_keys,
     retrieve,
 )
+from delia.methods.tki.segments import Segments, find_segments
 
 ATTRIBUTE = "tki_latents"  # where the adapter sits on the transformers model (never contains "lora_")
 
@@ -121,17 +122,16 @@ class LatentAdapter(nn.Module):
         device = self.keys.device
         return Routing(routing.index.to(device), routing.weight.to(device))
 
-    def route_ids(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, training: bool) -> Routing:
+    def route_ids(self, input_ids: torch.Tensor, segments: Segments, training: bool) -> Routing:
+        """Routing for every example (segment) in a batch of token ids, padded or packed."""
         assert self.extractor is not None, "attach() the adapter before routing"
-        rows = input_ids.tolist()
-        if attention_mask is not None and attention_mask.dim() == 2 and attention_mask.shape == input_ids.shape:
-            keep = attention_mask.bool().tolist()
-            rows = [[t for t, k in zip(row, mask, strict=True) if k] for row, mask in zip(rows, keep, strict=True)]
-        texts = [self.extractor.text(row) for row in rows]
+        texts = [self.extractor.text(tokens) for tokens in segments.token_lists(input_ids)]
         groups = [self.group_of.get(text, NO_GROUP) if training else NO_GROUP for text in texts]
         if training:
             self.unknown_in_training += sum(g == NO_GROUP for g in groups)
-        return self.route_texts(texts, groups)
+        routing = self.route_texts(texts, groups)
+        routing.segments = segments
+        return routing
 
     @contextlib.contextmanager
     def bypass(self) -> Iterator[None]:
@@ -171,7 +171,14 @@ class LatentAdapter(nn.Module):
             return
         if _cache_length(kwargs.get("past_key_values")) > 0:  # decoding: keep the prompt's routing
             return
-        self.current = self.route_ids(input_ids, kwargs.get("attention_mask"), module.training)
+        segments = find_segments(
+            tuple(input_ids.shape),
+            kwargs.get("attention_mask"),
+            kwargs.get("position_ids"),
+            kwargs.get("cu_seq_lens_q"),
+            device=input_ids.device,
+        )
+        self.current = self.route_ids(input_ids, segments, module.training)
 
     def _delta_hook(self, bank: LatentBank) -> Any:
         def hook(module: nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> torch.Tensor | None:
@@ -179,7 +186,16 @@ class LatentAdapter(nn.Module):
                 return None
             x = args[0]
             x = F.dropout(x, self.spec.dropout, training=module.training and self.spec.dropout > 0)
-            return output + bank(x, self.current.expand_to(x.shape[0])).to(output.dtype)
+            routing = self.current
+            if routing.per_row:
+                return output + bank(x, routing.expand_to(x.shape[0])).to(output.dtype)
+            # Packed rows: lay each example's tokens out as its own row, apply, put them back (gathers only).
+            gather, valid, scatter = routing.layout()
+            flat = x.reshape(-1, x.shape[-1])
+            grid = flat[gather] * valid.unsqueeze(-1).to(flat.dtype)
+            delta = bank(grid, routing).reshape(-1, output.shape[-1])
+            delta = torch.cat([delta, delta.new_zeros(1, delta.shape[-1])])[scatter]
+            return output + delta.reshape(output.shape).to(output.dtype)
 
         return hook
 

@@ -8,13 +8,14 @@ encoded with the sentence encoder (cached), centred on the training mean, and co
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 
 from delia.errors import ConfigError
+from delia.methods.tki.segments import Segments
 
 Weighting = Literal["cosine", "softmax"]
 InferenceGroups = Literal["all", "best"]
@@ -36,8 +37,21 @@ def orthogonal_keys(groups: int, latents: int, dim: int, seed: int) -> torch.Ten
 class Routing:
     """Per-example latent indices into the flattened (groups * latents) bank and their weights."""
 
-    index: torch.Tensor  # (batch, K) long
-    weight: torch.Tensor  # (batch, K) float, each row sums to 1 (padding entries have weight 0)
+    index: torch.Tensor  # (examples, K) long
+    weight: torch.Tensor  # (examples, K) float, each row sums to 1 (padding entries have weight 0)
+    segments: Segments | None = None  # where each example's tokens are; None: example b is row b
+    _layout: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
+
+    @property
+    def per_row(self) -> bool:
+        return self.segments is None or self.segments.row_aligned
+
+    def layout(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Packed rows: Segments.layout, computed once and shared by every target layer."""
+        assert self.segments is not None
+        if self._layout is None:
+            self._layout = self.segments.layout()
+        return self._layout
 
     def expand_to(self, batch: int) -> Routing:
         """Beam search / num_return_sequences repeat each prompt; repeat its routing the same way."""

@@ -1,0 +1,83 @@
+"""Attention for packed rows: causal attention inside each sequence, none across sequences.
+
+transformers turns packed position ids into a dense block-diagonal mask for sdpa, which costs attention over
+the whole row (quadratic in the sum of lengths). flash-attention's varlen kernels are GPU-only, so on other
+devices this runs SDPA once per sequence: exact, and quadratic only in each sequence's own length.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+NAME = "delia_packed"
+
+
+def packed_attention(
+    module: Any,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """query (1, heads, T, dim), key/value (1, kv_heads, T, dim) -> (1, T, heads, dim), as transformers'
+    sdpa returns; without `cu_seq_lens_q` (generation, eval) it is plain sdpa."""
+    bounds = kwargs.get("cu_seq_lens_q")
+    if bounds is None:
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+        )
+    cuts = bounds.tolist()
+    gqa = query.shape[1] != key.shape[1]
+    pieces = [
+        F.scaled_dot_product_attention(
+            query[:, :, start:end],
+            key[:, :, start:end],
+            value[:, :, start:end],
+            dropout_p=dropout,
+            is_causal=True,
+            scale=scaling,
+            enable_gqa=gqa,
+        )
+        for start, end in itertools.pairwise(cuts)
+    ]
+    return torch.cat(pieces, dim=2).transpose(1, 2).contiguous(), None
+
+
+def register() -> None:
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(NAME, packed_attention)
+
+
+@contextmanager
+def packed_attention_for(model: Any) -> Iterator[bool]:
+    """Switch the model to packed attention for training and back; yields False when the model's
+    attention cannot be swapped (older architectures), so the caller pads instead.
+
+    A flash-attention model keeps its own kernel: it reads the same `cu_seq_lens_*` arguments natively.
+    """
+    previous = model.config._attn_implementation
+    if previous is not None and previous.startswith("flash_attention"):
+        yield True
+        return
+    register()
+    try:
+        model.set_attn_implementation(NAME)
+    except (ValueError, ImportError):
+        yield False
+        return
+    try:
+        yield model.config._attn_implementation == NAME
+    finally:
+        model.set_attn_implementation(previous or "sdpa")

@@ -1,0 +1,53 @@
+"""Where training runs: one process on `config.model.device`, or one rank of an `accelerate launch`."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from delia.models import pick_device
+
+
+@dataclass
+class Runtime:
+    device: str
+    rank: int = 0
+    world: int = 1
+    accelerator: Any = None
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def create(cls, device: str) -> Runtime:
+        """Single process (the main path) unless launched with several processes by accelerate/torchrun."""
+        if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+            return cls(device=pick_device(device))
+        from accelerate import Accelerator
+
+        accelerator = Accelerator(cpu=pick_device(device) == "cpu")
+        return cls(str(accelerator.device), accelerator.process_index, accelerator.num_processes, accelerator)
+
+    def prepare(self, module: torch.nn.Module) -> torch.nn.Module:
+        return module if self.accelerator is None else self.accelerator.prepare(module)
+
+    def no_sync(self, module: torch.nn.Module, skip: bool) -> Any:
+        """Skip DDP's gradient all-reduce on every micro-batch but the step's last."""
+        if self.accelerator is None or not skip:
+            return contextlib.nullcontext()
+        return self.accelerator.no_sync(module)
+
+    def sum(self, values: list[float]) -> list[float]:
+        if self.accelerator is None:
+            return values
+        tensor = torch.tensor(values, dtype=torch.float64, device=self.device)
+        return self.accelerator.reduce(tensor, reduction="sum").tolist()
+
+    def barrier(self) -> None:
+        if self.accelerator is not None:
+            self.accelerator.wait_for_everyone()
