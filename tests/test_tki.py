@@ -24,7 +24,9 @@ class HashEncoder:
         self.calls += len(texts)
         rows = []
         for text in texts:
-            generator = torch.Generator().manual_seed(sum(ord(c) * (i + 1) for i, c in enumerate(text)) % 2**31)
+            generator = torch.Generator().manual_seed(
+                sum(ord(c) * (i + 1) for i, c in enumerate(text)) % 2**31
+            )
             rows.append(torch.randn(self.dim, generator=generator))
         return torch.stack(rows) if rows else torch.zeros(0, self.dim)
 
@@ -37,7 +39,9 @@ def train_batch(tokenizer, pairs: list[tuple[str, str]]) -> dict[str, torch.Tens
     """Right-padded rows with assistant-only labels, as a trainer would build them."""
     rows, labels = [], []
     for user, answer in pairs:
-        prompt = tokenizer.apply_chat_template([{"role": "user", "content": user}], add_generation_prompt=True)
+        prompt = tokenizer.apply_chat_template(
+            [{"role": "user", "content": user}], add_generation_prompt=True
+        )
         prompt = list(prompt["input_ids"] if hasattr(prompt, "keys") else prompt)
         reply = tokenizer(answer + "<|im_end|>", add_special_tokens=False)["input_ids"]
         rows.append(prompt + reply)
@@ -218,13 +222,15 @@ def test_generation_keeps_the_prompt_routing_while_decoding(tiny_model, tokenize
     encoder = HashEncoder()
     adapter.encoder = encoder
     adapter.attach(tiny_model, tokenizer)
-    text = tokenizer.apply_chat_template([{"role": "user", "content": "Hello"}], tokenize=False, add_generation_prompt=True)
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Hello"}], tokenize=False, add_generation_prompt=True
+    )
     inputs = tokenizer([text], return_tensors="pt", add_special_tokens=False)
     tiny_model.generate(**inputs, max_new_tokens=4, do_sample=False, pad_token_id=tokenizer.pad_token_id)
     assert encoder.calls == 1  # routed once, at prefill; decoding steps reuse it
 
 
-# ------------------------------------------------------------------------------------------------ encoder cache
+# ----------------------------------------------------------------------------------------- encoder cache
 
 
 def test_encoder_cache_survives_a_restart(tmp_path) -> None:
@@ -285,32 +291,6 @@ def test_wasserstein_is_zero_for_a_permutation_and_positive_otherwise() -> None:
     assert abs(kr.wasserstein2_squared(shifted, x).item() - 0.25 * 4) < 1e-5  # a pure shift: |shift|^2
 
 
-def test_reinstatement_changes_embeddings_and_leaves_the_model_frozen(tiny_model, tokenizer) -> None:
-    batch = train_batch(tokenizer, [("What is 2+2?", "4"), ("Name a colour.", "Blue")])
-    before = {name: p.detach().clone() for name, p in tiny_model.named_parameters()}
-    span = kr.input_span(batch["labels"], batch["attention_mask"])
-    originals = [row[m] for row, m in zip(tiny_model.get_input_embeddings()(batch["input_ids"]).detach(), span)]
-    queries, summary = kr.reinstate(tiny_model, **batch, steps=5, lr=0.05, distance_weight=0.1)
-    assert [q.shape for q in queries] == [o.shape for o in originals]
-    assert all(not torch.allclose(q, o) for q, o in zip(queries, originals))
-    assert summary["ce_after"] < summary["ce_before"]  # p(y | q) went up
-    for name, p in tiny_model.named_parameters():
-        assert torch.equal(p, before[name]), name
-        assert p.grad is None, name
-    ce_q = kr.ce_with_inputs(tiny_model, batch["input_ids"], batch["attention_mask"], batch["labels"], queries)
-    ce_x = kr.per_example_ce(tiny_model(**batch).logits, batch["labels"])
-    assert (ce_q < ce_x).all()
-    both = kr.kr_objective(ce_q, ce_x, alpha=1.0)
-    assert torch.allclose(both, torch.maximum(ce_q, ce_x).mean())
-
-
-def test_input_span_stops_at_the_first_label_and_skips_padding() -> None:
-    labels = torch.tensor([[-100, -100, 5, 6, -100], [-100, -100, -100, 7, -100]])
-    mask = torch.tensor([[1, 1, 1, 1, 0], [0, 1, 1, 1, 1]])
-    span = kr.input_span(labels, mask)
-    assert span.tolist() == [[True, True, False, False, False], [False, True, True, False, False]]
-
-
 def test_packed_rows_route_each_example_like_its_own_padded_row(tiny_model, tokenizer) -> None:
     """delia.train packs several examples into one row (cu_seq_lens); each must get its own latents."""
     from delia.train.attention import packed_attention_for
@@ -347,3 +327,207 @@ def test_packed_rows_route_each_example_like_its_own_padded_row(tiny_model, toke
     for row, n in enumerate(lengths):
         assert torch.allclose(packed[start : start + n], padded[row, :n], atol=1e-4)
         start += n
+
+
+# ------------------------------------------------------------------------------------------------ KR
+
+
+PAIRS = [("What is 2+2?", "4"), ("Name a colour.", "Blue, like the sky"), ("Say hi.", "Hi there")]
+
+
+def examples_of(pairs: list[tuple[str, str]]):
+    from delia.data.example import Example
+
+    return [Example(messages=chat(user, answer)) for user, answer in pairs]
+
+
+def micro_batch(tokenizer, examples, packing: bool = False) -> dict:
+    """A micro-batch exactly as delia.train builds it (as the dict its hooks receive)."""
+    from delia.train.collate import collate, encode_examples
+
+    encoded = encode_examples(examples, tokenizer, 256)
+    return vars(collate(encoded, {"task": 0}, tokenizer.pad_token_id, packing))
+
+
+def test_input_span_is_each_examples_prompt_in_padded_and_packed_batches(tokenizer) -> None:
+    from delia.train.collate import encode_examples
+
+    prompts = [item.n_prompt for item in encode_examples(examples_of(PAIRS), tokenizer, 256)]
+    for packing in (False, True):
+        batch = micro_batch(tokenizer, examples_of(PAIRS), packing)
+        segments = kr.batch_segments(batch)
+        assert segments.count == 3 and segments.row_aligned is not packing
+        span = kr.input_span(segments, batch["targets"])
+        owners = segments.token_segment[span]
+        assert torch.bincount(owners, minlength=3).tolist() == prompts
+
+
+def test_per_example_ce_matches_the_trainer_loss_padded_and_packed(tiny_model, tokenizer) -> None:
+    from delia.train.attention import packed_attention_for
+    from delia.train.collate import MicroBatch
+    from delia.train.loss import LabelLoss
+
+    tiny_model.eval()
+    results = []
+    with torch.no_grad(), packed_attention_for(tiny_model):
+        for packing in (False, True):
+            batch = micro_batch(tokenizer, examples_of(PAIRS), packing)
+            segments = kr.batch_segments(batch)
+            fields = {k: batch[k] for k in MicroBatch.__dataclass_fields__}
+            outputs = LabelLoss(tiny_model)(MicroBatch(**fields))
+            from_outputs = kr.ce_from_outputs(outputs, batch, segments)
+            recomputed = kr.per_example_ce(tiny_model, batch, segments)
+            assert torch.allclose(from_outputs, recomputed, atol=1e-5)
+            owners = segments.token_segment[outputs.label_mask]
+            per_example_labels = torch.bincount(owners, minlength=3).double()
+            assert torch.allclose(
+                (from_outputs.double() * per_example_labels).sum(), outputs.loss_sum.double(), atol=1e-3
+            )
+            results.append(recomputed)
+    assert torch.allclose(results[0], results[1], atol=1e-4)  # packing changes nothing per example
+
+
+def test_reinstatement_changes_embeddings_and_leaves_the_model_frozen(tiny_model, tokenizer) -> None:
+    batch = micro_batch(tokenizer, examples_of(PAIRS))
+    segments = kr.batch_segments(batch)
+    span = kr.input_span(segments, batch["targets"])
+    before = {name: p.detach().clone() for name, p in tiny_model.named_parameters()}
+    with torch.no_grad():
+        originals = kr.span_rows(tiny_model.get_input_embeddings()(batch["input_ids"]), span, segments)
+    queries, summary = kr.reinstate(tiny_model, batch, steps=5, lr=0.05, distance_weight=0.1)
+    assert [q.shape for q in queries] == [o.shape for o in originals]
+    assert all(not torch.allclose(q, o) for q, o in zip(queries, originals, strict=True))
+    assert summary["ce_after"] < summary["ce_before"] and summary["w2_after"] > 0  # p(y | q) went up
+    for name, p in tiny_model.named_parameters():
+        assert torch.equal(p, before[name]), name
+        assert p.grad is None, name
+    tiny_model.eval()
+    with torch.no_grad():
+        ce_x = kr.per_example_ce(tiny_model, batch, segments)
+        embeds = kr.embeddings_with_inputs(tiny_model, batch, span, list(queries))
+        ce_q = kr.per_example_ce(tiny_model, batch, segments, embeds)
+    assert (ce_q < ce_x).all()
+    assert torch.allclose(kr.kr_objective(ce_q, ce_x, alpha=1.0), torch.maximum(ce_q, ce_x).mean())
+    unchanged = kr.embeddings_with_inputs(tiny_model, batch, span, [None, None, None])
+    assert torch.equal(unchanged, tiny_model.get_input_embeddings()(batch["input_ids"]))
+
+
+# ------------------------------------------------------------------------------------------------ hooks
+
+
+def tki_config(model_dir, autocast: str = "none", **tki: object):
+    from delia.config import build_config
+
+    options = {"groups": 2, "latents": 3, "top_k": 2, "rank": 2, "encoder": "base", "kr_steps": 2, **tki}
+    return build_config(
+        {
+            "model": {"name": str(model_dir)},
+            "method": "tki",
+            "tokens": {"add": []},
+            "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]},
+            "train": {
+                "max_steps": 2,
+                "batch_size": 3,
+                "micro_batch_size": 2,
+                "lr": 5e-3,
+                "max_length": 256,
+                "autocast": autocast,
+            },
+            "tki": options,
+        }
+    )
+
+
+def test_pcgrad_surrogate_turns_the_trainer_gradient_into_the_projected_one(
+    tiny_model, tokenizer, tiny_model_dir, monkeypatch, tmp_path
+) -> None:
+    from delia.methods.tki.hooks import TkiHooks
+    from delia.train.collate import MicroBatch
+    from delia.train.lora import wrap_lora
+    from delia.train.loss import LabelLoss
+
+    monkeypatch.setenv("DELIA_CACHE", str(tmp_path))
+    config = tki_config(tiny_model_dir, lta=False)
+    model = wrap_lora(tiny_model, config.lora, [])
+    with torch.no_grad():  # a trained-looking LoRA, so both objectives have gradients everywhere
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(std=0.05)
+    model.train()
+    torch.manual_seed(0)
+    hooks = TkiHooks(config)
+    hooks.setup(model, tokenizer, examples_of(PAIRS))
+    batch = micro_batch(tokenizer, examples_of(PAIRS))
+    batch["examples"] = examples_of(PAIRS)
+    # Noisy reinstated inputs make CE(q) the larger side, so the q objective is active and can conflict.
+    hooks.reinstated = {k: v + torch.randn_like(v) for k, v in hooks.reinstated.items()}
+    params = [p for p in model.parameters() if p.requires_grad]
+    fields = {k: batch[k] for k in MicroBatch.__dataclass_fields__}
+
+    def forward():
+        outputs = LabelLoss(model)(MicroBatch(**fields))
+        return outputs, kr.batch_segments(batch)
+
+    outputs, segments = forward()
+    ce_x = kr.ce_from_outputs(outputs, batch, segments)
+    span = kr.input_span(segments, batch["targets"])
+    queries = [hooks.reinstated[i] for i in batch["example_ids"]]
+    ce_q = kr.per_example_ce(model, batch, segments, kr.embeddings_with_inputs(model, batch, span, queries))
+    harder = (ce_q > ce_x).float().detach()
+    assert harder.any()
+    n = batch["n_labels"]
+    original = outputs.loss_sum / n + (((1 - harder) * ce_x).sum() / 3)
+    reinstated = (harder * ce_q).sum() / 3
+    g1 = torch.autograd.grad(original, params, retain_graph=True)
+    g2 = torch.autograd.grad(reinstated, params)
+    expected, _ = pcgrad.combine([list(g1), list(g2)])
+
+    outputs, _ = forward()
+    extra = hooks.extra_loss(model, batch, outputs)
+    assert torch.allclose(extra, (original + reinstated).detach() - outputs.loss_sum.detach() / n, atol=1e-4)
+    (outputs.loss_sum + extra * n).backward()  # what the trainer does (up to its 1/step-labels scale)
+    for p, e in zip(params, expected, strict=True):
+        assert torch.allclose(p.grad, n * e, atol=1e-4, rtol=1e-3), (
+            p.shape,
+            (p.grad - n * e).abs().max(),
+            (n * e).abs().max(),
+        )
+    assert hooks.stats["pcgrad_micro_batches"] == 1
+
+
+def test_trained_tki_adapter_saves_and_reloads_with_identical_logits(
+    tiny_model, tokenizer, tiny_model_dir, monkeypatch, tmp_path
+) -> None:
+    from delia.methods import get_method
+    from delia.methods.tki.artifacts import MARKER, WEIGHTS, load_tki_model
+    from delia.train import fit, load_adapter_model
+
+    monkeypatch.setenv("DELIA_CACHE", str(tmp_path / "cache"))
+    config = tki_config(tiny_model_dir, autocast="bf16")  # packed rows under bf16, as on a real run
+    examples = examples_of(PAIRS)
+    plan = get_method("tki").plan(config, examples)
+    assert plan.hooks is not None and not plan.use_diverse and plan.special_tokens == []
+    trained = fit(config, tiny_model, tokenizer, [], examples, tmp_path / "out", hooks=plan.hooks)
+    adapter_dir = tmp_path / "out" / "adapter"
+    assert (adapter_dir / MARKER).exists() and (adapter_dir / WEIGHTS).exists()
+    hooks = plan.hooks
+    assert hooks.stats["kr_micro_batches"] == 4 and hooks.stage_one is not None  # 2 steps x 2 micro-batches
+    assert hooks.adapter.unknown_in_training == 0  # every training input found its group
+    bank = next(iter(hooks.adapter.banks.values()))
+    assert bank.down.abs().sum() > 0  # the latent increments trained
+
+    prompt = tokenizer.apply_chat_template(
+        chat("Name a colour.", "x")[:1], tokenize=False, add_generation_prompt=True
+    )
+    inputs = tokenizer([prompt], return_tensors="pt", add_special_tokens=False)
+    trained.model.eval()
+    with torch.no_grad():
+        in_memory = trained.model(**inputs).logits
+    for loader in (load_adapter_model, load_tki_model):
+        model, _ = loader(str(tiny_model_dir), adapter_dir)
+        with torch.no_grad():
+            assert torch.equal(model(**inputs).logits, in_memory)
+    model, _ = load_adapter_model(str(tiny_model_dir), adapter_dir)
+    model.get_base_model().tki_latents.active = False
+    with torch.no_grad():  # without the latents the answer changes: the round trip really carries them
+        assert not torch.allclose(model(**inputs).logits, in_memory)

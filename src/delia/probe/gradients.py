@@ -1,8 +1,9 @@
 """The buffering diagnostic: how LoRA gradients of task batches and diverse batches relate.
 
 Over `n` task-only and `n` diverse-only batches (examples drawn by `source` from a mixed file, seeded), each
-batch's gradient g is the gradient of the mean next-token loss on assistant tokens with respect to every LoRA
-parameter (names containing "lora_"), flattened to one float32 vector; the model is in eval mode (no dropout).
+batch's gradient g is the gradient of the training loss (delia.train's collate and LabelLoss: mean next-token
+loss over the final assistant turn's tokens) with respect to every LoRA parameter (names containing "lora_"),
+flattened to one float32 vector; the model is in eval mode (no dropout).
   cosine        mean / min / max of cos(g_i, g_j) over task-task pairs (i<j), diverse-diverse pairs (i<j)
                 and task-diverse pairs (all i, j)
   norms         mean and std of ||g|| per source
@@ -12,8 +13,8 @@ parameter (names containing "lora_"), flattened to one float32 vector; the model
                 directions task updates consistently push. On the other, held-out half we report
                 fraction = ||V g|| / ||g|| for task gradients, diverse gradients and mixed gradients
                 g_mix = w g_task + (1 - w) g_diverse (w = 1 / (1 + ratio), a batch's expected task share),
-                the absolute component ||V g|| of task and mixed gradients, and sqrt(k / P), the fraction a
-                random direction in P dimensions would have.
+                the absolute component ||V g|| of task and mixed gradients, and sqrt(k / P'), the fraction
+                a random direction would have among the P' coordinates that receive any gradient.
 A fresh LoRA (B = 0 at init) only has gradients on its B matrices; a loaded adapter gives gradients on both.
 """
 
@@ -32,8 +33,6 @@ from tqdm.auto import tqdm
 from delia.data.example import Example
 from delia.errors import DeliaError
 
-IGNORE_INDEX = -100
-
 
 @dataclass
 class BatchGradient:
@@ -43,27 +42,15 @@ class BatchGradient:
     label_tokens: int
 
 
-def masked_batch(tokenizer: Any, examples: list[Example], max_length: int) -> dict[str, torch.Tensor]:
-    """Right-padded ids with labels on the final assistant turn only.
+def encode_batch(tokenizer: Any, examples: list[Example], max_length: int) -> Any:
+    """The train module's padded micro-batch: same tokenisation and assistant-only targets as training."""
+    from delia.train.collate import encode_examples, pad
 
-    Local stand-in for the train module's collate (dedup once delia.train exposes one): same loss, no packing.
-    """
-    rows = []
-    for example in examples:
-        prompt = tokenizer.apply_chat_template(
-            example.prompt_messages, tokenize=False, add_generation_prompt=True
-        )
-        full = tokenizer.apply_chat_template(example.messages, tokenize=False)
-        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        full_ids = tokenizer(full, add_special_tokens=False)["input_ids"][:max_length]
-        labels = [IGNORE_INDEX] * min(len(prompt_ids), len(full_ids)) + full_ids[len(prompt_ids) :]
-        rows.append((full_ids, labels))
-    width = max(len(ids) for ids, _ in rows)
-    pad = tokenizer.pad_token_id
-    input_ids = torch.tensor([ids + [pad] * (width - len(ids)) for ids, _ in rows])
-    labels = torch.tensor([lab + [IGNORE_INDEX] * (width - len(lab)) for _, lab in rows])
-    attention_mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in rows])
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+    encoded = encode_examples(examples, tokenizer, max_length)
+    if not encoded:
+        raise DeliaError(f"no example of a batch has an answer token within --max-length {max_length}")
+    source_index = {source: i for i, source in enumerate(sorted({item.source for item in encoded}))}
+    return pad(encoded, source_index, tokenizer.pad_token_id)
 
 
 def attach_fresh_lora(model: Any, r: int, alpha: int, target_modules: list[str] | str) -> Any:
@@ -87,13 +74,12 @@ def lora_parameters(model: Any) -> list[torch.nn.Parameter]:
     return params
 
 
-def batch_gradient(
-    model: Any, params: list[torch.nn.Parameter], batch: dict[str, torch.Tensor]
-) -> tuple[torch.Tensor, float]:
-    device = params[0].device
-    batch = {key: value.to(device) for key, value in batch.items()}
-    model.zero_grad(set_to_none=True)
-    loss = model(**batch).loss
+def batch_gradient(model: Any, params: list[torch.nn.Parameter], batch: Any) -> tuple[torch.Tensor, float]:
+    """Flattened gradient of the batch's mean loss per label token (the training loss), and that loss."""
+    from delia.train.loss import LabelLoss
+
+    batch = batch.to(params[0].device)
+    loss = LabelLoss(model)(batch).loss_sum / batch.n_labels
     grads = torch.autograd.grad(loss, params, allow_unused=True)
     flat = torch.cat(
         [
@@ -130,12 +116,9 @@ def compute_gradients(
     params = lora_parameters(model)
     out = []
     for source, examples in tqdm(batches, desc="gradients", unit="batch", disable=not progress):
-        batch = masked_batch(tokenizer, examples, max_length)
-        label_tokens = int((batch["labels"] != IGNORE_INDEX).sum())
-        if label_tokens == 0:
-            raise DeliaError(f"a {source} batch has no answer token within --max-length {max_length}")
+        batch = encode_batch(tokenizer, examples, max_length)
         vector, loss = batch_gradient(model, params, batch)
-        out.append(BatchGradient(source, vector, loss, label_tokens))
+        out.append(BatchGradient(source, vector, loss, batch.n_labels))
     return out
 
 

@@ -88,28 +88,7 @@ def load_target(target: ProbeTarget, device: str = "cpu") -> tuple[Any, Any]:
 def load_model_and_tokenizer(
     model_spec: str, adapter_dir: Path | None, device: str = "cpu"
 ) -> tuple[Any, Any]:
-    """(model in eval mode, tokenizer): the train module's loader when it exists, else the local fallback."""
-    try:
-        from delia.train import load_adapter_model
-    except ImportError:
-        load_adapter_model = _load_adapter_model_fallback
+    """(model in eval mode, tokenizer), through the train module's loader like every other stage."""
+    from delia.train import load_adapter_model
+
     return load_adapter_model(model_spec, adapter_dir, device)
-
-
-def _load_adapter_model_fallback(model_spec: str, adapter_dir: str | Path | None, device: str = "cpu") -> Any:
-    """Same contract as delia.train.load_adapter_model; kept only until that exists (dedup then)."""
-    from transformers import AutoTokenizer
-
-    from delia.models import load_model, load_tokenizer
-
-    model = load_model(model_spec, device=device)
-    if adapter_dir is None:
-        return model.eval(), load_tokenizer(model_spec)
-    from peft import PeftModel
-
-    tokenizer = AutoTokenizer.from_pretrained(str(adapter_dir))
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
-        model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
-    return PeftModel.from_pretrained(model, str(adapter_dir)).to(device).eval(), tokenizer

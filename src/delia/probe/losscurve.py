@@ -1,8 +1,9 @@
 """Task-loss curves from training logs, for runs with different diverse ratios (paper Figure 3).
 
 Each run's `train_log.jsonl` has one row per optimizer step (`step`, `loss`, `loss_task`, `loss_diverse`) and,
-every `train.eval_every` steps, `eval_task_loss` (the loss on held-out task examples). A key a log lacks is
-skipped with a note; a torn or non-JSON line is skipped and counted.
+every `train.eval_every` steps, the loss on held-out task examples: `eval_task_loss`, or `eval_loss` as the
+train module names it. A key a log lacks is skipped with a note; a torn or non-JSON line is skipped and
+counted.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from delia.errors import DeliaError
 
 TRAIN_LOG = "train_log.jsonl"
 HELD_OUT_KEY = "eval_task_loss"
+HELD_OUT_ALIASES = ("eval_task_loss", "eval_loss")  # delia.train logs the held-out task loss as eval_loss
 TRAIN_KEYS = ("loss_task", "loss_diverse")
 ALL_KEYS = (HELD_OUT_KEY, *TRAIN_KEYS, "loss")
 
@@ -60,6 +62,15 @@ def series(rows: list[dict[str, Any]], key: str) -> dict[str, list[float]]:
     return {"step": [p[0] for p in pairs], "value": [p[1] for p in pairs]}
 
 
+def first_series(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[str, list[float]]:
+    """The series of the first key that has any points (empty when none has)."""
+    for key in keys:
+        found = series(rows, key)
+        if found["step"]:
+            return found
+    return {"step": [], "value": []}
+
+
 def mix_ratio(run_dir: Path) -> float | None:
     """The diverse:task ratio the run trained with, for the legend; None when unknown.
 
@@ -93,11 +104,12 @@ def run_curves(name: str, path: Path) -> dict[str, Any]:
     rows, skipped = read_log_rows(log)
     curves, notes = {}, []
     for key in ALL_KEYS:
-        found = series(rows, key)
+        keys = HELD_OUT_ALIASES if key == HELD_OUT_KEY else (key,)
+        found = first_series(rows, keys)
         if found["step"]:
             curves[key] = found
         else:
-            notes.append(f"{name}: no {key} in {log}, skipped")
+            notes.append(f"{name}: no {' or '.join(keys)} in {log}, skipped")
     if skipped:
         notes.append(f"{name}: {skipped} unreadable line(s) in {log} skipped")
     steps = [row["step"] for row in rows if is_number(row.get("step"))]

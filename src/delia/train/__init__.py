@@ -59,6 +59,7 @@ def fit(
     trainer.runtime.barrier()
     if trainer.runtime.is_main:
         save_artifacts(out_dir, trainer.model, tokenizer, config, token_ids)
+        trainer.hooks.save(trainer.model, out_dir / "adapter")
     return Trained(result, trainer.model, tokenizer)
 
 

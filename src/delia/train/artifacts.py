@@ -84,4 +84,8 @@ def load_adapter_model(
     if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
         model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
     model = PeftModel.from_pretrained(model, str(adapter_dir))
+    from delia.methods.tki.artifacts import attach_saved_latents, is_tki_adapter
+
+    if is_tki_adapter(adapter_dir):  # TKI: latent increments with retrieval, on top of the PEFT adapter
+        attach_saved_latents(model, tokenizer, adapter_dir, device)
     return model.eval(), tokenizer

@@ -30,9 +30,15 @@ def count_steps(n_examples: int, effective_batch: int, epochs: float, max_steps:
 
 
 def plan_steps(
-    n_examples: int, effective_batch: int, epochs: float, max_steps: int | None, seed: int
+    n_examples: int,
+    effective_batch: int,
+    epochs: float,
+    max_steps: int | None,
+    seed: int,
+    shuffle: bool = True,
 ) -> Plan:
     """Epoch after epoch of seeded permutations, cut into steps of `effective_batch` examples.
+    shuffle=False keeps the given order in every epoch (a mix schedule whose order matters: two_stage).
 
     With `max_steps` every step is full and the stream runs over as many epochs as needed; otherwise
     `epochs` (a float) decides how many examples are seen and the last step may be short.
@@ -50,7 +56,8 @@ def plan_steps(
     stream: list[int] = []
     while len(stream) < total:
         order = list(range(n_examples))
-        rng.shuffle(order)
+        if shuffle:
+            rng.shuffle(order)
         stream.extend(order)
     del stream[total:]
     steps = [stream[i : i + effective_batch] for i in range(0, total, effective_batch)]

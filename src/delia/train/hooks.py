@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -26,3 +27,6 @@ class TrainerHooks:
 
     def before_optimizer_step(self, model: Any, optimizer: torch.optim.Optimizer) -> None:
         """Gradients of the whole step are accumulated in `.grad`; edit them here (e.g. PCGrad)."""
+
+    def save(self, model: Any, adapter_dir: Path) -> None:
+        """Called once the adapter directory is written: add the method's own artefacts to it (TKI)."""

@@ -91,6 +91,10 @@ def make_scheduler(optimizer: torch.optim.Optimizer, name: str, warmup: int, tot
     return get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=total)
 
 
+# The mixed file's order is the schedule itself (DMT's stages, Algorithm 1's interleaving): keep it.
+ORDERED_SCHEDULES = ("two_stage", "interleave")
+
+
 class Trainer:
     def __init__(
         self,
@@ -124,6 +128,7 @@ class Trainer:
             self.cfg.epochs,
             self.cfg.max_steps,
             self.cfg.seed,
+            shuffle=config.mix.schedule not in ORDERED_SCHEDULES,
         )
         params = [p for _, p in trainable_parameters(self.model)]
         self.optimizer = torch.optim.AdamW(params, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)

@@ -3,8 +3,9 @@
   tki.json                  marker + LatentSpec (shapes, retrieval settings, encoder) + KR summary
   tki_latents.safetensors   keys, training-mean centre, every target's stacked A and B
 
-`load_tki_model` rebuilds the model `delia eval` scores: base + task LoRA (PEFT) + latent increments with
-retrieval from the prompt; `delia.train.load_adapter_model` dispatches here when the marker exists.
+The model `delia eval` scores is base + task LoRA (PEFT) + latent increments with retrieval from the
+prompt: `delia.train.load_adapter_model` loads the PEFT part and calls `attach_saved_latents` when the
+marker exists; `load_tki_model` is the same, refusing directories without the marker.
 """
 
 from __future__ import annotations
@@ -69,13 +70,15 @@ def attach_saved_latents(model: Any, tokenizer: Any, adapter_dir: str | Path, de
         raise DeliaError(f"{weights} is missing: the TKI artefact is incomplete")
     missing, unexpected = adapter.load_state_dict(load_file(str(weights)), strict=False)
     if missing or unexpected:
-        raise DeliaError(f"{weights}: does not match its tki.json (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        raise DeliaError(
+            f"{weights}: does not match its tki.json (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
     encoder = make_encoder(spec.encoder, model, tokenizer, device, default_cache_dir())
     if isinstance(encoder.inner, BaseModelEncoder):
         encoder.inner.bypass = adapter.bypass
     if encoder.dim != spec.dim:
         raise DeliaError(
-            f"{adapter_dir}: latent keys have dimension {spec.dim} but encoder {spec.encoder!r} gives {encoder.dim}"
+            f"{adapter_dir}: keys have dimension {spec.dim}, encoder {spec.encoder!r} gives {encoder.dim}"
         )
     adapter.encoder = encoder
     adapter.to(device)
@@ -84,10 +87,13 @@ def attach_saved_latents(model: Any, tokenizer: Any, adapter_dir: str | Path, de
 
 
 def load_tki_model(model_spec: str, adapter_dir: str | Path, device: str = "cpu") -> tuple[Any, Any]:
-    """Base model + task LoRA + latent increments, eval mode, retrieval from each prompt."""
-    from delia.train.artifacts import load_peft_model
+    """Base model + task LoRA + latent increments, eval mode, retrieval from each prompt.
 
-    model, tokenizer = load_peft_model(model_spec, adapter_dir, device)
-    attach_saved_latents(model, tokenizer, adapter_dir, device)
-    model.eval()
-    return model, tokenizer
+    `delia.train.load_adapter_model` does the PEFT part and, seeing the marker, calls attach_saved_latents;
+    this entry point only insists that the directory really is a TKI artefact.
+    """
+    from delia.train import load_adapter_model
+
+    if not is_tki_adapter(adapter_dir):
+        raise DeliaError(f"{adapter_dir} holds no TKI artefact ({MARKER} is missing)")
+    return load_adapter_model(model_spec, adapter_dir, device)

@@ -41,7 +41,10 @@ class SentenceEncoder:
 
         self.model = SentenceTransformer(path, device=device)
         self.name = name
-        dim_of = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        dim_of = (
+            getattr(self.model, "get_embedding_dimension", None)
+            or self.model.get_sentence_embedding_dimension
+        )
         self.dim = int(dim_of())
         self.batch_size = batch_size
 
@@ -120,7 +123,9 @@ class CachedEncoder:
         self.misses += len(missing)
         if missing:
             text_of = dict(zip(keys, texts, strict=True))
-            vectors = self.inner.encode([text_of[k] for k in missing])
+            # The same text must encode the same inside a bf16 training step and outside it (evaluation).
+            with torch.autocast("cpu", enabled=False), _no_cuda_autocast():
+                vectors = self.inner.encode([text_of[k] for k in missing]).float()
             for key, vector in zip(missing, vectors, strict=True):
                 self.memory[key] = vector.clone()
                 if self.log is not None:
@@ -164,7 +169,9 @@ def make_encoder(
         try:
             inner = SentenceEncoder(spec, spec, device)
         except ImportError:
-            raise DeliaError(f"encoder {spec!r} needs sentence-transformers: pip install 'delia[embed]'") from None
+            raise DeliaError(
+                f"encoder {spec!r} needs sentence-transformers: pip install 'delia[embed]'"
+            ) from None
         except OSError as err:
             raise DeliaError(f"cannot load sentence encoder {spec!r}: {str(err).splitlines()[0]}") from None
     return CachedEncoder(inner, cache_dir)
@@ -199,6 +206,14 @@ def _weights_fingerprint(model: Any) -> str:
     return hashlib.sha256(sample).hexdigest()[:10]
 
 
+def _no_cuda_autocast() -> Any:
+    import contextlib
+
+    if not torch.cuda.is_available():
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", enabled=False)
+
+
 def _digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]
 
@@ -209,4 +224,3 @@ def _pack(vector: torch.Tensor) -> str:
 
 def _unpack(packed: str) -> torch.Tensor:
     return torch.from_numpy(np.frombuffer(base64.b64decode(packed), dtype="<f4").copy())
-

@@ -60,7 +60,9 @@ class LatentSpec:
 class LatentBank(nn.Module):
     """The groups * latents increments of one linear layer: down (A) and up (B) stacked."""
 
-    def __init__(self, n_latents: int, in_features: int, out_features: int, rank: int, scaling: float) -> None:
+    def __init__(
+        self, n_latents: int, in_features: int, out_features: int, rank: int, scaling: float
+    ) -> None:
         super().__init__()
         self.scaling = scaling
         # The issue's init, the reverse of LoRA's: A = 0 keeps the start at the base model, and since B != 0
@@ -152,7 +154,9 @@ class LatentAdapter(nn.Module):
         self.extractor = UserTurnExtractor(tokenizer)
         modules = dict(inner.named_modules())
         for name in self.spec.targets:
-            self._handles.append(modules[name].register_forward_hook(self._delta_hook(self.banks[_key(name)])))
+            self._handles.append(
+                modules[name].register_forward_hook(self._delta_hook(self.banks[_key(name)]))
+            )
         self._handles.append(inner.base_model.register_forward_pre_hook(self._route_hook, with_kwargs=True))
 
     def detach(self, model: Any) -> None:
@@ -167,7 +171,7 @@ class LatentAdapter(nn.Module):
         if not self.active:
             return
         input_ids = kwargs.get("input_ids", args[0] if args else None)
-        if input_ids is None:  # embeddings fed directly (knowledge reinstatement): same examples, same routing
+        if input_ids is None:  # embeddings fed directly (reinstatement): same examples, same routing
             return
         if _cache_length(kwargs.get("past_key_values")) > 0:  # decoding: keep the prompt's routing
             return
@@ -207,7 +211,7 @@ def find_targets(model: Any, target_names: list[str]) -> dict[str, list[int]]:
     try:
         from peft.tuners.lora import LoraLayer
     except ImportError:  # peft is a dependency; the guard only keeps this usable without it
-        LoraLayer = ()  # noqa: N806
+        LoraLayer = ()
     found = {n: m for n, m in inner.named_modules() if LoraLayer and isinstance(m, LoraLayer)}
     if not found:
         everything = target_names in (["all-linear"], "all-linear")

@@ -57,7 +57,9 @@ def combine(grads: Sequence[Grads], seed: int | None = None) -> tuple[Grads, int
     return summed, n_projections
 
 
-def _axpy(current: torch.Tensor | None, coefficient: float, other: torch.Tensor | None) -> torch.Tensor | None:
+def _axpy(
+    current: torch.Tensor | None, coefficient: float, other: torch.Tensor | None
+) -> torch.Tensor | None:
     if other is None:
         return current
     if current is None:

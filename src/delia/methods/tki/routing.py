@@ -88,6 +88,19 @@ def retrieve(
     contributes its own top-k interpolation, averaged ("all"), or the group holding the single best key
     is used ("best").
     """
+    with torch.autocast("cpu", enabled=False):  # retrieval stays float32 inside a bf16 training step
+        return _retrieve(embeddings, keys, groups, top_k, weighting, temperature, inference_groups)
+
+
+def _retrieve(
+    embeddings: torch.Tensor,
+    keys: torch.Tensor,
+    groups: torch.Tensor,
+    top_k: int,
+    weighting: Weighting,
+    temperature: float,
+    inference_groups: InferenceGroups,
+) -> Routing:
     n_groups, n_latents, _ = keys.shape
     k = min(top_k, n_latents)
     cosine = torch.einsum("bd,gqd->bgq", F.normalize(embeddings.float(), dim=-1), keys.float())

@@ -59,14 +59,20 @@ def find_segments(
     one per row over its attended tokens."""
     batch, seq = input_shape[0], input_shape[1]
     valid = torch.ones(batch, seq, dtype=torch.bool, device=device)
-    if attention_mask is not None and attention_mask.dim() == 2 and tuple(attention_mask.shape) == (batch, seq):
+    if (
+        attention_mask is not None
+        and attention_mask.dim() == 2
+        and tuple(attention_mask.shape) == (batch, seq)
+    ):
         valid = attention_mask.bool().to(device)
     starts = torch.zeros(batch, seq, dtype=torch.bool, device=device)
     if cu_seq_lens is not None and batch == 1:
         bounds = cu_seq_lens.long().to(device)[:-1]
         starts[0, bounds[bounds < seq]] = True
     else:
-        first_valid = valid & ~torch.cat([torch.zeros(batch, 1, dtype=torch.bool, device=device), valid[:, :-1]], 1)
+        first_valid = valid & ~torch.cat(
+            [torch.zeros(batch, 1, dtype=torch.bool, device=device), valid[:, :-1]], 1
+        )
         starts = first_valid
         if position_ids is not None and tuple(position_ids.shape[-2:]) == (batch, seq):
             starts = starts | (valid & (position_ids.reshape(batch, seq).to(device) == 0))

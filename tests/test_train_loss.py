@@ -1,0 +1,69 @@
+"""The label-position loss equals transformers' full-logit loss: skipping the head elsewhere is exact."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+import torch
+from conftest import tiny_llama
+
+from delia.config import LoraConfig, TokensConfig
+from delia.data.example import Example
+from delia.tokens import add_special_tokens
+from delia.train.attention import packed_attention_for
+from delia.train.collate import IGNORE, encode_examples, pack, pad
+from delia.train.lora import wrap_lora
+from delia.train.loss import LabelLoss
+
+EXAMPLES = [
+    Example(messages=[{"role": "user", "content": "Check this <sep> please"}, {"role": "assistant", "content": a}])
+    for a in ("{'thought': 'fine', 'hallucination': 'no'} <sep>", "yes", "a much longer answer " * 6)
+]
+
+
+def peft_model(tokenizer: Any, tie: bool) -> tuple[Any, Any]:
+    tok = copy.deepcopy(tokenizer)
+    model = tiny_llama(len(tok), seed=1, tie=tie)
+    ids = add_special_tokens(model, tok, TokensConfig(init="random"))
+    wrapped = wrap_lora(model, LoraConfig(r=4, alpha=8, dropout=0.0, target_modules=["all-linear"]), ids)
+    torch.manual_seed(2)
+    with torch.no_grad():  # LoRA B starts at zero and token rows at their init: move both off it
+        for name, param in wrapped.named_parameters():
+            if param.requires_grad:
+                param.add_(torch.randn_like(param) * 0.05)
+    return wrapped.train(), tok
+
+
+def hf_loss(model: Any, items: list[Any], pad_id: int) -> torch.Tensor:
+    batch = pad(items, {"task": 0}, pad_id)
+    labels = batch.input_ids.clone()
+    for row, item in enumerate(items):
+        labels[row, : item.n_prompt] = IGNORE
+        labels[row, len(item.input_ids) :] = IGNORE
+    return model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=labels).loss
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_label_loss_equals_full_logit_loss(tokenizer: Any, tie: bool) -> None:
+    model, tok = peft_model(tokenizer, tie)
+    items = encode_examples(EXAMPLES, tok, max_length=256)
+    delta = next(p for n, p in model.named_parameters() if "trainable_tokens_delta" in n)
+
+    reference = hf_loss(model, items, tok.pad_token_id)
+    reference.backward()
+    reference_grad = delta.grad.clone()
+    delta.grad = None
+
+    loss_module = LabelLoss(model)
+    padded = loss_module(pad(items, {"task": 0}, tok.pad_token_id))
+    assert abs(padded.loss_sum.item() / padded.token_losses.numel() - reference.item()) < 1e-5
+    with packed_attention_for(model.get_base_model()) as packed_ok:
+        assert packed_ok
+        packed = loss_module(pack(items, {"task": 0}))
+        (packed.loss_sum / packed.token_losses.numel()).backward()
+    assert abs(packed.loss_sum.item() / sum(i.n_labels for i in items) - reference.item()) < 1e-5
+    assert delta.grad.abs().sum() > 0  # the new row is reached through the head and the embedding
+    assert torch.allclose(delta.grad, reference_grad, atol=1e-6)
+    assert model.get_base_model().config._attn_implementation == "sdpa"  # restored after training
