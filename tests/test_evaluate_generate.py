@@ -77,6 +77,34 @@ def test_evaluate_model_is_greedy_and_repeatable(tiny_model: Any, tokenizer: Any
     assert "truncated" in json.loads((tmp_path / "a" / "metrics.json").read_text())["values"]
 
 
+def test_generation_options_reach_the_backend(tiny_model: Any, tokenizer: Any, tmp_path: Path) -> None:
+    """A method's logits processor (CTG's hook) shapes the answers: here it forces "{" then end-of-turn."""
+    from transformers import LogitsProcessor, LogitsProcessorList
+
+    brace = tokenizer.convert_tokens_to_ids("{")
+    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+
+    class FirstStep(LogitsProcessor):
+        def __init__(self) -> None:
+            self.start: int | None = None
+
+        def __call__(self, input_ids: Any, scores: Any) -> Any:
+            self.start = input_ids.shape[1] if self.start is None else self.start
+            forced = scores.new_full(scores.shape, float("-inf"))
+            forced[:, brace if input_ids.shape[1] == self.start else end] = 0.0
+            return forced
+
+    options = {"logits_processor_factory": lambda model, tok: LogitsProcessorList([FirstStep()])}
+    cfg = EvalConfig(max_new_tokens=4, bootstrap=10)
+    metrics = evaluate_model(
+        tiny_model, tokenizer, _examples(2), cfg, tmp_path, progress=False, generation_options=options
+    )
+    rows = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text().splitlines()]
+    assert [r["prediction"] for r in rows] == ["{", "{"]
+    assert [r["new_tokens"] for r in rows] == [1, 1]
+    assert metrics["values"]["unclosed"]["value"] == 1.0 and metrics["values"]["truncated"]["value"] == 0.0
+
+
 def test_evaluate_model_rejects_nothing_to_do(tiny_model: Any, tokenizer: Any, tmp_path: Path) -> None:
     with pytest.raises(DeliaError, match="no evaluation examples"):
         evaluate_model(tiny_model, tokenizer, _examples(2), EvalConfig(limit=0), tmp_path, progress=False)
@@ -171,3 +199,35 @@ def test_eval_command_on_a_model_directory(tiny_model_dir: Path, tmp_path: Path)
     assert len((out / "predictions.jsonl").read_text().splitlines()) == 3
     bad = CliRunner().invoke(_app(eval_cli), [*args, "--metric", "rouge"])
     assert isinstance(bad.exception, DeliaError) and "eval.metric" in str(bad.exception)
+
+
+def test_eval_command_with_an_adapter(tiny_model_dir: Path, tokenizer: Any, tmp_path: Path) -> None:
+    """--adapter goes through delia.train.load_adapter_model; without --model the adapter names its base."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from delia.cli import eval as eval_cli
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    adapter = tmp_path / "adapter"
+    get_peft_model(base, LoraConfig(r=2, target_modules=["q_proj"])).save_pretrained(adapter)
+    tokenizer.save_pretrained(adapter)
+    (adapter / "delia_adapter.json").write_text(json.dumps({"base_model": str(tiny_model_dir)}))
+    data = tmp_path / "eval.jsonl"
+    write_jsonl(data, _examples(2))
+    out = tmp_path / "out"
+    args = [
+        "eval",
+        "--adapter",
+        str(adapter),
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--max-new-tokens",
+        "3",
+    ]
+    result = CliRunner().invoke(_app(eval_cli), args)
+    assert result.exit_code == 0, result.output
+    assert "json_format" in result.output
+    assert json.loads((out / "metrics.json").read_text())["n"] == 2

@@ -246,3 +246,18 @@ def test_single_quoted_values_with_apostrophes_are_repaired(words: list[str]) ->
     body = " ".join(words)  # apostrophes inside words, as in "user's": ambiguous spots like "a' 'b" are not
     text = f"{{'thought': '{body}', 'hallucination': 'no'}}"
     assert parse_answer(text)[0] == {"thought": body, "hallucination": "no"}
+
+
+def test_degenerate_answers_are_judged_quickly() -> None:
+    """Small models do loop on one character; the extractor is one pass, not one pass per brace."""
+    import time
+
+    start = time.perf_counter()
+    for text in [
+        "{" * 20000,
+        "{'a" * 10000,
+        "{" * 3000 + "}" * 3000,
+        '{"a": ' + "[" * 20000 + "]" * 20000 + "}",
+    ]:
+        assert parse_answer(text) == (None, None)
+    assert time.perf_counter() - start < 10

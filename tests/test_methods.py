@@ -473,25 +473,33 @@ SLOW_OVERRIDES: dict[str, dict[str, Any]] = {
 }
 
 
-def tiny_run(tmp_path: Path, shared_data: Path, method: str, **overrides: Any) -> Path:
-    """The embedded model, 4 task examples, ratio 1, one optimizer step, 2 eval examples x 16 tokens."""
+def tiny_run(tmp_path: Path, method: str, data: dict[str, Any] | None = None, **overrides: Any) -> Path:
+    """The embedded model on the built-in demo task (short prompts: the run takes seconds, not minutes):
+    4 task examples, ratio 1, one optimizer step, 2 held-out eval examples x 16 new tokens. `data`
+    replaces the task and eval sections whole."""
     from delia.config import build_config, deep_merge
     from delia.pipeline import run
 
-    data = shared_data / "delia-reproduce"
     diverse = tmp_path / "diverse.jsonl"
     write_jsonl(diverse, diverse_examples(8))
     base = {
         "name": method,
         "method": method,
         "run_dir": str(tmp_path / "runs"),
-        "task": {"train": str(data / "train_dataset.jsonl"), "size": 4},
-        "eval": {"file": str(data / "eval_dataset.jsonl"), "limit": 2, "max_new_tokens": 16, "bootstrap": 20},
+        "task": {"builder": "demo", "builder_options": {"n": 4}},
+        "eval": {
+            "builder": "demo",
+            "builder_options": {"split": "heldout", "n": 2},
+            "keys": ["name", "city", "job"],
+            "label_key": None,
+            "max_new_tokens": 16,
+            "bootstrap": 20,
+        },
         "sample": {"data": str(diverse)},
         "mix": {"ratio": 1},
         "train": {"max_steps": 1, "batch_size": 4, "micro_batch_size": 4, "max_length": 512},
     }
-    return run(build_config(deep_merge(base, overrides)), log=lambda line: None)
+    return run(build_config(deep_merge({**base, **(data or {})}, overrides)), log=lambda line: None)
 
 
 def finished(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -503,8 +511,8 @@ def finished(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("method", sorted(SLOW_OVERRIDES))
-def test_tiny_pipeline_run_completes(tmp_path: Path, shared_data: Path, method: str) -> None:
-    run_dir = tiny_run(tmp_path, shared_data, method, **SLOW_OVERRIDES[method])
+def test_tiny_pipeline_run_completes(tmp_path: Path, method: str) -> None:
+    run_dir = tiny_run(tmp_path, method, **SLOW_OVERRIDES[method])
     _, predictions = finished(run_dir)
     plan = json.loads((run_dir / "plan.json").read_text())
     trains = method not in ("icl", "ctg")
@@ -531,14 +539,17 @@ def test_tiny_dipmt_run_completes(tmp_path: Path, shared_data: Path) -> None:
     pairs = str(shared_data / "wmt21-en-is" / "newsdev2021-via-TELL.en-is.jsonl")
     run_dir = tiny_run(
         tmp_path,
-        shared_data,
         "dipmt",
-        task={"train": pairs, "builder": "translation", "builder_options": {"limit": 200}, "size": None},
-        eval={
-            "file": pairs,
-            "builder": "translation",
-            "builder_options": {"offset": 900},
-            "metric": "translation",
+        data={
+            "task": {"train": pairs, "builder": "translation", "builder_options": {"limit": 200}},
+            "eval": {
+                "file": pairs,
+                "builder": "translation",
+                "builder_options": {"offset": 900, "limit": 2},
+                "metric": "translation",
+                "max_new_tokens": 16,
+                "bootstrap": 20,
+            },
         },
     )
     metrics, predictions = finished(run_dir)

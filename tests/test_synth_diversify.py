@@ -67,7 +67,7 @@ class ScriptedRewriter:
 
 
 def config(**changes: Any) -> DiversifyConfig:
-    return DiversifyConfig(k=2, **changes)
+    return DiversifyConfig(**{"k": 2, **changes})
 
 
 def sep_count(example: Example) -> int:

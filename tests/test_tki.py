@@ -230,6 +230,34 @@ def test_generation_keeps_the_prompt_routing_while_decoding(tiny_model, tokenize
     assert encoder.calls == 1  # routed once, at prefill; decoding steps reuse it
 
 
+def test_a_bf16_deep_copy_of_the_model_carries_its_own_working_latents(tiny_model, tokenizer) -> None:
+    """The local backend generates with a bf16 deep copy of the model: the copy must route and add its own
+    latents (hooks rebound to the copied adapter), with float32 keys, sharing the encoder."""
+    import copy
+
+    adapter = LatentAdapter(latent_spec(tiny_model))
+    adapter.encoder = CachedEncoder(HashEncoder(), None)
+    with torch.no_grad():
+        for bank in adapter.banks.values():
+            bank.down.normal_(std=0.2)
+    adapter.attach(tiny_model, tokenizer)
+    tiny_model.eval()
+    batch = train_batch(tokenizer, PAIRS)
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    with torch.no_grad():
+        original = tiny_model(**inputs).logits
+        twin = copy.deepcopy(tiny_model).to(torch.bfloat16)
+        twin_adapter = twin.tki_latents
+        assert twin_adapter is not adapter and twin_adapter.encoder is adapter.encoder
+        assert twin_adapter.keys.dtype == torch.float32 and torch.equal(twin_adapter.keys, adapter.keys)
+        adapter.current = None
+        with_latents = twin(**inputs).logits.float()
+        assert twin_adapter.current is not None and adapter.current is None
+        twin_adapter.active = False
+        without = twin(**inputs).logits.float()
+    assert (with_latents - original).abs().max() < (without - original).abs().max()
+
+
 # ----------------------------------------------------------------------------------------- encoder cache
 
 

@@ -73,7 +73,9 @@ def test_untied_output_rows_are_initialised_too(fresh_tokenizer: Any) -> None:
     head_before = model.get_output_embeddings().weight.detach().clone()
     embed_before = embedding(model).clone()
     desc_ids = fresh_tokenizer(DESCRIPTION, add_special_tokens=False)["input_ids"]
-    (sep,) = add_special_tokens(model, fresh_tokenizer, TokensConfig(init="desc_mean", description=DESCRIPTION))
+    (sep,) = add_special_tokens(
+        model, fresh_tokenizer, TokensConfig(init="desc_mean", description=DESCRIPTION)
+    )
     head = model.get_output_embeddings().weight.detach()
     assert head.data_ptr() != embedding(model).data_ptr()
     assert torch.allclose(head[sep], head_before[desc_ids].mean(dim=0), atol=1e-6)
@@ -103,7 +105,7 @@ def test_padded_vocabulary_writes_rows_by_id_and_never_shrinks(fresh_tokenizer: 
     (sep,) = add_special_tokens(model, fresh_tokenizer, TokensConfig(init="mean"))
     assert embedding(model).shape[0] == padded_rows
     assert sep == len(fresh_tokenizer) - 1 < padded_rows - 1
-    known = before[: sep]
+    known = before[:sep]
     assert torch.allclose(embedding(model)[sep], known.mean(dim=0), atol=1e-6)
     assert torch.equal(embedding(model)[sep + 1 :], before[sep + 1 :])
 

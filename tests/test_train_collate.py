@@ -14,7 +14,9 @@ from delia.train.collate import IGNORE, EncodeStats, encode_examples, next_token
 
 
 def chat(user: str, answer: str, source: str = "task") -> Example:
-    return Example(messages=[{"role": "user", "content": user}, {"role": "assistant", "content": answer}], source=source)
+    return Example(
+        messages=[{"role": "user", "content": user}, {"role": "assistant", "content": answer}], source=source
+    )
 
 
 def test_labels_cover_only_the_assistant_answer(tokenizer: Any) -> None:

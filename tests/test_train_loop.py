@@ -20,10 +20,19 @@ def examples(n: int = 12) -> list[Example]:
     rows = []
     for i in range(n):
         source = "task" if i % 3 == 0 else "diverse"
-        user = f"Context {i}: " + "words " * (i % 5 + 1) + ("Answer in the <sep> format." if source == "task" else "")
-        answer = "{'thought': 'ok', 'hallucination': 'no'}" if source == "task" else f"reply {i} " * (i % 4 + 1)
+        user = (
+            f"Context {i}: "
+            + "words " * (i % 5 + 1)
+            + ("Answer in the <sep> format." if source == "task" else "")
+        )
+        answer = (
+            "{'thought': 'ok', 'hallucination': 'no'}" if source == "task" else f"reply {i} " * (i % 4 + 1)
+        )
         rows.append(
-            Example(messages=[{"role": "user", "content": user}, {"role": "assistant", "content": answer}], source=source)
+            Example(
+                messages=[{"role": "user", "content": user}, {"role": "assistant", "content": answer}],
+                source=source,
+            )
         )
     return rows
 
@@ -60,13 +69,17 @@ def test_sep_row_changes_and_frozen_weights_do_not(trained: Any) -> None:
         if key in base:  # every original weight, LoRA-wrapped or not
             assert torch.equal(param.detach(), base[key]), name
     trainable = [name for name, _ in trainable_parameters(model)]
-    assert any("lora_B" in name for name in trainable) and any("trainable_tokens_delta" in name for name in trainable)
+    assert any("lora_B" in name for name in trainable) and any(
+        "trainable_tokens_delta" in name for name in trainable
+    )
 
 
 def test_train_log_has_a_row_per_step_with_per_source_losses(trained: Any) -> None:
     result, _, _, out = trained
     rows = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
-    assert [row["step"] for row in rows] == list(range(1, result.result.steps + 1)) and result.result.steps == 6
+    assert [row["step"] for row in rows] == list(
+        range(1, result.result.steps + 1)
+    ) and result.result.steps == 6
     for row in rows:
         assert {"loss", "loss_task", "loss_diverse", "lr", "tokens", "tokens_per_s", "elapsed"} <= row.keys()
         parts = [(row[f"loss_{s}"], s) for s in ("task", "diverse") if row[f"loss_{s}"] is not None]
@@ -115,7 +128,10 @@ def test_killed_and_resumed_run_equals_uninterrupted(tiny_model_dir: Path, tmp_p
     whole = train_model(cfg, data, tmp_path / "whole")
     with pytest.raises(KeyboardInterrupt):
         train_model(cfg, data, tmp_path / "killed", hooks=Crash(at_call=5))
-    assert sorted(p.name for p in (tmp_path / "killed" / "checkpoints").iterdir()) == ["step-00000002", "step-00000004"]
+    assert sorted(p.name for p in (tmp_path / "killed" / "checkpoints").iterdir()) == [
+        "step-00000002",
+        "step-00000004",
+    ]
     resumed = train_model(cfg, data, tmp_path / "killed", resume=True)
     assert resumed.resumed_from == 4 and resumed.steps == whole.steps == 6
     expected, got = adapter_weights(tmp_path / "whole"), adapter_weights(tmp_path / "killed")

@@ -18,7 +18,9 @@ from delia.train.lora import wrap_lora
 from delia.train.loss import LabelLoss
 
 EXAMPLES = [
-    Example(messages=[{"role": "user", "content": "Check this <sep> please"}, {"role": "assistant", "content": a}])
+    Example(
+        messages=[{"role": "user", "content": "Check this <sep> please"}, {"role": "assistant", "content": a}]
+    )
     for a in ("{'thought': 'fine', 'hallucination': 'no'} <sep>", "yes", "a much longer answer " * 6)
 ]
 
@@ -30,7 +32,7 @@ def peft_model(tokenizer: Any, tie: bool) -> tuple[Any, Any]:
     wrapped = wrap_lora(model, LoraConfig(r=4, alpha=8, dropout=0.0, target_modules=["all-linear"]), ids)
     torch.manual_seed(2)
     with torch.no_grad():  # LoRA B starts at zero and token rows at their init: move both off it
-        for name, param in wrapped.named_parameters():
+        for param in wrapped.parameters():
             if param.requires_grad:
                 param.add_(torch.randn_like(param) * 0.05)
     return wrapped.train(), tok

@@ -296,7 +296,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(where, f"invalid YAML ({getattr(err, 'problem', err)})") from None
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(str(path), "the top level must be a mapping of sections")
-        data = loaded or {}
+        # An empty section (`train:` with nothing under it) means "all defaults", as a reader would expect.
+        data = {key: value for key, value in (loaded or {}).items() if value is not None}
     data = deep_merge(data, parse_overrides(overrides or []))
     return build_config(data, source)
 

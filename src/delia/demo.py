@@ -42,7 +42,16 @@ GENERAL_QUESTIONS: list[tuple[str, tuple[str, ...]]] = [
 ]
 PLAIN_QUESTION = "In which city does the person in this sentence live or work? Answer in a few words."
 PLAIN_EXAMPLES = 8
-PROBE_TOKENS = 40
+PROBE_TOKENS = 24  # enough for a short factual answer; a JSON answer shows in its first token
+
+
+LEGEND = (
+    "format: held-out answers in the <sep> format (a dict with name, city, job), on sentences with unseen "
+    "names, cities and jobs and unseen instruction phrasings; fields: all three values exactly right. "
+    f"QA: {len(GENERAL_QUESTIONS)} ordinary questions answered with the known fact; QA json: share of them "
+    f"answered in JSON anyway (format leakage). city / city json: {PLAIN_EXAMPLES} held-out sentences asked "
+    "about in plain words, without <sep>: city named / answered in JSON."
+)
 
 
 def demo_config_path(path: str | Path | None) -> Path:
@@ -167,18 +176,20 @@ def field_accuracy(run_dir: Path) -> float | None:
 
 
 def comparison_row(run_dir: Path, general: dict[str, float]) -> dict[str, Any]:
+    """Short column names: the table must fit an 80-column terminal (docs/demo.md explains each)."""
     summary = summary_row(run_dir)
+    seconds = summary["train s"]
     return {
         "method": summary["method"],
-        "train examples": summary["train examples"],
+        "examples": summary["train examples"],
         "steps": summary["steps"],
-        "train s": summary["train s"],
-        "<sep> format": summary.get("json_format"),
-        "all fields": field_accuracy(run_dir),
-        "general QA": general["general_correct"],
-        "JSON on plain Qs": general["general_json"],
-        "city w/o <sep>": general["plain_correct"],
-        "JSON w/o <sep>": general["plain_json"],
+        "train s": round(seconds) if seconds is not None else None,
+        "format": summary.get("json_format"),
+        "fields": field_accuracy(run_dir),
+        "QA": general["general_correct"],
+        "QA json": general["general_json"],
+        "city": general["plain_correct"],
+        "city json": general["plain_json"],
     }
 
 
@@ -209,10 +220,7 @@ def write_demo_summary(root: Path, rows: list[dict[str, Any]], seconds: float) -
     text = (
         "# delia demo\n\n"
         f"{markdown_table(rows)}\n\n"
-        "<sep> format / all fields: held-out sentences (unseen names, cities, jobs) with unseen instruction "
-        "phrasings. general QA: 16 ordinary questions, answer contains the known fact. JSON on plain Qs: "
-        "share of those answered in JSON (format leakage). city w/o <sep> / JSON w/o <sep>: demo sentences "
-        "asked about in plain words, no <sep>.\n\n"
+        f"{LEGEND}\n\n"
         f"Wall time of this invocation: {seconds:.0f} s.\n"
     )
     (root / "summary.md").write_text(text, encoding="utf-8")

@@ -412,6 +412,7 @@ def stage_mix(
 
         write_jsonl(out / "task.jsonl", task)
         counts = mix(task, diverse_path, effective.mix, out / "mixed.jsonl")
+        counts.pop("out", None)  # names the partial directory, which is renamed away
         return {"counts": counts}
 
     result = run_stage(state.dir, "mix", key, compute, inputs=inputs, log=state.log)

@@ -26,7 +26,7 @@ def register(app: typer.Typer) -> None:
         """Train common IT, DELIA and common IT matched to DELIA's steps on the demo task; compare them."""
         from delia.cli.run import summary_table
         from delia.config import load_config
-        from delia.demo import demo_config_path, run_demo
+        from delia.demo import LEGEND, demo_config_path, run_demo
 
         preset = demo_config_path(config)
         root = out or Path(load_config(preset, overrides).run_dir)
@@ -36,9 +36,5 @@ def register(app: typer.Typer) -> None:
             preset, root, overrides, log=lambda line: console.print(line, highlight=False)
         )
         console.print(summary_table(rows, "delia demo: held-out extraction and side effects"))
-        console.print(
-            "<sep> format / all fields: held-out sentences, unseen values and unseen instruction phrasings. "
-            "general QA: ordinary questions answered correctly; JSON on plain Qs: answered in JSON anyway. "
-            "city / JSON w/o <sep>: the same kind of sentence asked about in plain words."
-        )
+        console.print(LEGEND, highlight=False)
         console.print(f"run directory: {root}  (summary: {root / 'summary.md'}; {seconds:.0f} s)")

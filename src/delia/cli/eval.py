@@ -11,16 +11,20 @@ from delia.cli._common import MODEL_OPTION_HELP, console, print_json
 from delia.cli.score import KEYS_HELP, LABEL_HELP, print_figures, split_keys
 from delia.models import EMBEDDED
 
+MODEL_DEFAULT = "Default: the base model the adapter names, else the embedded model."
 
-def load_for_eval(model_spec: str, adapter: str | None, device: str) -> tuple[Any, Any]:
-    """A base model, or a base model with a trained adapter (and the adapter's tokenizer with new tokens)."""
+
+def load_for_eval(model_spec: str | None, adapter: str | None, device: str) -> tuple[Any, Any]:
+    """A base model, or a base model with a trained adapter (and the adapter's tokenizer with new tokens).
+    Without a model spec: the base model the adapter names, else the embedded model."""
     if adapter is not None:
         from delia.train import load_adapter_model
 
-        return load_adapter_model(model_spec, adapter, device)
+        return load_adapter_model(model_spec or "", adapter, device)
     from delia.models import load_model, load_tokenizer
 
-    return load_model(model_spec, device=device).eval(), load_tokenizer(model_spec)
+    spec = model_spec or EMBEDDED
+    return load_model(spec, device=device).eval(), load_tokenizer(spec)
 
 
 def eval_config(**fields: Any) -> Any:
@@ -44,7 +48,7 @@ def register(app: typer.Typer) -> None:
             ..., "--data", help="Evaluation examples (messages, alpaca or prompt format)."
         ),
         out: str = typer.Option(..., "--out", help="Directory for predictions.jsonl and metrics.json."),
-        model: str = typer.Option(EMBEDDED, "--model", help=MODEL_OPTION_HELP),
+        model: str | None = typer.Option(None, "--model", help=f"{MODEL_OPTION_HELP} {MODEL_DEFAULT}"),
         adapter: str | None = typer.Option(None, "--adapter", help="A trained adapter directory."),
         fmt: str = typer.Option("auto", "--format", help="auto, messages, alpaca or prompt."),
         limit: int | None = typer.Option(None, "--limit", help="Evaluate only the first N examples."),
@@ -54,6 +58,8 @@ def register(app: typer.Typer) -> None:
         max_new_tokens: int = typer.Option(256, "--max-new-tokens", help="Generation budget per answer."),
         batch_size: int = typer.Option(16, "--batch-size", help="Prompts per generation batch."),
         bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples for the 95% CIs."),
+        bleurt: str | None = typer.Option(None, "--bleurt-checkpoint", help="Local BLEURT checkpoint."),
+        comet: str | None = typer.Option(None, "--comet-checkpoint", help="Local COMET checkpoint."),
         device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
         as_json: bool = typer.Option(False, "--json", help="Print metrics.json's content."),
     ) -> None:
@@ -72,6 +78,8 @@ def register(app: typer.Typer) -> None:
             max_new_tokens=max_new_tokens,
             batch_size=batch_size,
             bootstrap=bootstrap,
+            bleurt_checkpoint=bleurt,
+            comet_checkpoint=comet,
         )
         examples = read_examples(data, fmt)
         loaded_model, tokenizer = load_for_eval(model, adapter, pick_device(device))

@@ -27,47 +27,48 @@ def _string_end(text: str, start: int) -> int | None:
             index += 2
             continue
         if char == quote:
-            rest = text[index + 1 :].lstrip()
-            if not rest or rest[0] in CLOSERS:
+            after = index + 1
+            while after < len(text) and text[after].isspace():
+                after += 1
+            if after == len(text) or text[after] in CLOSERS:
                 return index + 1
         index += 1
     return None
 
 
-def _closing_brace(text: str, start: int, quote_aware: bool) -> int | None:
-    """Index of the brace that closes the one at text[start], or None when it never closes."""
-    depth = 0
-    index = start
+def _brace_pairs(text: str, quote_aware: bool) -> dict[int, int]:
+    """Opening-brace index -> closing-brace index for every pair closed in one left-to-right pass. Quoted
+    strings are skipped only inside braces (prose apostrophes outside don't matter); an unterminated string
+    ends the quote-aware pass, since nothing after it can be placed."""
+    pairs: dict[int, int] = {}
+    stack: list[int] = []
+    index = 0
     while index < len(text):
         char = text[index]
-        if quote_aware and char in QUOTES and depth > 0:
+        if quote_aware and stack and char in QUOTES:
             end = _string_end(text, index)
             if end is None:
-                return None
+                break
             index = end
             continue
         if char == "{":
-            depth += 1
-        elif char == "}":
-            depth -= 1
-            if depth == 0:
-                return index
+            stack.append(index)
+        elif char == "}" and stack:
+            pairs[stack.pop()] = index
         index += 1
-    return None
+    return pairs
 
 
 def earliest_object(text: str) -> str | None:
     """The earliest balanced `{...}` in text: braces inside quoted strings don't count; if quotes are too
     broken to track, plain brace counting decides. None when no opening brace is ever closed."""
-    start = text.find("{")
-    while start != -1:
-        end = _closing_brace(text, start, quote_aware=True)
-        if end is None:
-            end = _closing_brace(text, start, quote_aware=False)
-        if end is not None:
-            return text[start : end + 1]
-        start = text.find("{", start + 1)
-    return None
+    quoted = _brace_pairs(text, quote_aware=True)
+    plain = _brace_pairs(text, quote_aware=False)
+    start = min(quoted.keys() | plain.keys(), default=None)
+    if start is None:
+        return None
+    end = quoted.get(start, plain.get(start))
+    return text[start : end + 1]
 
 
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", "'": "'", '"': '"'}

@@ -1,7 +1,9 @@
 """The diversification axes: one LLM prompt (with a worked example) per axis, and chatter removal.
 
-A small model imitates far better than it follows directions, so each prompt is a system turn naming the
-axis plus one demonstration exchange, then the instruction to rewrite. Axes with two directions (length,
+SmolLM2-Instruct was tuned on SmolTalk's "smol-rewrite" data, whose system prompts read "You're an AI
+assistant for text re-writing. Rewrite the input text to make it more <quality> while preserving its core
+meaning." and whose user turn is the bare text. The prompts follow that form (a small model imitates far
+better than it follows novel directions) plus one demonstration exchange. Axes with two directions (length,
 register) pick one per rewrite.
 """
 
@@ -23,32 +25,32 @@ DEMO = (
 
 @dataclass(frozen=True)
 class Direction:
-    directive: str  # what the system turn asks for
+    directive: str  # the rewrite the system turn asks for
     demo: str  # the demonstration rewrite of DEMO
 
 
 AXES: dict[str, tuple[Direction, ...]] = {
     "vocabulary": (
         Direction(
-            "Replace the words with synonyms and keep the sentence structure.",
+            "Rewrite the input text using different words and synonyms while preserving its core meaning.",
             "Go through the review above and judge whether it is favourable or unfavourable. "
             "Give your verdict in the {tok} format.",
         ),
     ),
     "syntax": (
         Direction(
-            "Change the sentence structure: merge or split sentences, reorder clauses, use passive voice.",
+            "Rewrite the input text with a different sentence structure while preserving its core meaning.",
             "Whether the review above is positive or negative is for you to decide after reading it, "
-            "and the answer should be written in the {tok} format.",
+            "and your answer should be written in the {tok} format.",
         ),
     ),
     "length": (
         Direction(
-            "Make it shorter: say the same thing in fewer words.",
+            "Rewrite the input text to make it more concise while preserving its core meaning.",
             "Decide if the review above is positive or negative; answer in the {tok} format.",
         ),
         Direction(
-            "Make it longer: spell out the same request in more detail, adding no new requirement.",
+            "Rewrite the input text to make it more detailed and explicit while preserving its core meaning.",
             "Carefully read the review above from start to finish, weigh what the writer says, and then "
             "decide whether their overall opinion is positive or negative. When you answer, write it in the "
             "{tok} format.",
@@ -56,33 +58,41 @@ AXES: dict[str, tuple[Direction, ...]] = {
     ),
     "register": (
         Direction(
-            "Make the tone more formal.",
+            "Rewrite the input text to make it more professional and formal while retaining its essential "
+            "content.",
             "Kindly peruse the review above and determine whether its sentiment is positive or negative. "
             "Your answer is to be provided in the {tok} format.",
         ),
         Direction(
-            "Make the tone casual and friendly.",
-            "Read that review up there and tell me if it's positive or negative, okay? "
+            "Rewrite the input text to make it more friendly and approachable while maintaining its main "
+            "points.",
+            "Have a read of that review up there and tell me if it's positive or negative! "
             "Just answer in the {tok} format.",
         ),
     ),
     "persona": (
         Direction(
-            "Say it as a specific person (a teacher, a manager, a coach) would, without changing the task.",
-            "As your editor, I need you to read the review above and tell me whether it is positive or "
-            "negative. Please write your answer in the {tok} format.",
+            "Rewrite the input text as a manager would say it to a team member, keeping the same task.",
+            "I need you to read the review above and tell me whether it is positive or negative. "
+            "Please put your answer in the {tok} format for me.",
+        ),
+        Direction(
+            "Rewrite the input text as a teacher would say it to a student, keeping the same task.",
+            "For this exercise, read the review above and work out whether it is positive or negative. "
+            "Remember to write your answer in the {tok} format.",
         ),
     ),
     "constraint_order": (
         Direction(
-            "Put the parts of the instruction in a different order, e.g. the format requirement first.",
+            "Rewrite the input text so that its requirements come in a different order while preserving its "
+            "core meaning.",
             "Write your answer in the {tok} format, after reading the review above and deciding whether it "
             "is positive or negative.",
         ),
     ),
     "question_vs_command": (
         Direction(
-            "Turn the command into a polite question (or a question into a command).",
+            "Rewrite the input text as a polite question while preserving its core meaning.",
             "Could you read the review above and decide whether it is positive or negative, writing your "
             "answer in the {tok} format?",
         ),
@@ -108,19 +118,19 @@ def pick_direction(axis: str, rng: random.Random) -> int:
 
 
 def rewrite_prompt(axis: str, direction: int, instruction: str, keep_tokens: list[str]) -> list[Message]:
-    """System turn (the axis) + one demonstration exchange + the instruction to rewrite."""
+    """smol-rewrite style system turn + one demonstration exchange + the instruction as the bare user turn."""
     spec = AXES[axis][direction]
     token = keep_tokens[0] if keep_tokens else "JSON"
-    kept = ", ".join(keep_tokens) if keep_tokens else "names and special tokens"
+    kept = " and ".join(keep_tokens) if keep_tokens else "names and special tokens"
     system = (
-        f"You rewrite instructions. {spec.directive} Keep the meaning. Copy {kept} exactly as written. "
-        "Reply with the rewritten instruction only."
+        f"You're an AI assistant for text re-writing. {spec.directive} Keep {kept} exactly as written. "
+        "Reply with the rewritten text only."
     )
     return [
         {"role": "system", "content": system},
-        {"role": "user", "content": f"Rewrite: {DEMO.format(tok=token)}"},
+        {"role": "user", "content": DEMO.format(tok=token)},
         {"role": "assistant", "content": spec.demo.format(tok=token)},
-        {"role": "user", "content": f"Rewrite: {instruction}"},
+        {"role": "user", "content": instruction},
     ]
 
 

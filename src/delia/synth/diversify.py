@@ -59,11 +59,19 @@ def draw_slots(n_examples: int, k: int, axes: list[str], rng: random.Random) -> 
 class AxisLedger:
     """Per-axis counts: drawn, attempts and acceptances by method, rejection reasons."""
 
+    SAMPLES = 3  # rejected rewrites kept per axis, to show in the report what the rewriter did
+
     def __init__(self, axes: list[str]) -> None:
         self.rows: dict[str, Counter[str]] = {axis: Counter() for axis in dict.fromkeys(axes)}
+        self.rejected: dict[str, list[dict[str, str]]] = {axis: [] for axis in self.rows}
 
     def count(self, axis: str, key: str) -> None:
         self.rows[axis][key] += 1
+
+    def reject(self, axis: str, method: str, reason: str, text: str) -> None:
+        self.count(axis, f"reject:{method}:{reason}")
+        if len(self.rejected[axis]) < self.SAMPLES:
+            self.rejected[axis].append({"method": method, "reason": reason, "text": text[:300]})
 
     def summary(self) -> dict[str, Any]:
         out = {}
@@ -82,6 +90,7 @@ class AxisLedger:
                 "rule_attempts": row["rule_attempts"],
                 "rule_accepted": row["rule_accepted"],
                 "rejections": {k[7:]: v for k, v in sorted(row.items()) if k.startswith("reject:")},
+                "rejected_samples": self.rejected[axis],
             }
         return out
 
@@ -117,7 +126,7 @@ class Judge:
             elif reason is None and any(normalise(text) == normalise(other) for other in kept):
                 reason = "duplicate"
             if reason is not None:
-                ledger.count(slot.axis, f"reject:{method}:{reason}")
+                ledger.reject(slot.axis, method, reason, text)
                 continue
             slot.text, slot.method, slot.similarity = text, method, round(float(scores[index]), 4)
             kept.append(text)
@@ -134,22 +143,29 @@ def _llm_rounds(
     ledger: AxisLedger,
     rng: random.Random,
 ) -> None:
-    for round_index in range(rounds):
-        pending = [slot for slot in slots if slot.text is None]
-        if not pending:
-            return
-        if round_index:  # a retry may take the axis's other direction
-            for slot in pending:
-                slot.direction = pick_direction(slot.axis, rng)
-        prompts = [
-            rewrite_prompt(s.axis, s.direction, spans[s.example].instruction, cfg.keep_tokens)
-            for s in pending
-        ]
-        sampling = cfg.sampling.model_copy(update={"seed": cfg.sampling.seed + round_index})
-        outputs = backend.generate(prompts, sampling)
-        judge(
-            [(slot, clean_rewrite(text)) for slot, text in zip(pending, outputs, strict=True)], "llm", ledger
-        )
+    # A rewrite is one paragraph: stopping at a blank line saves the tokens of any chatter after it.
+    previous_stops = getattr(backend, "stop_strings", None)
+    if previous_stops is not None:
+        backend.stop_strings = ["\n\n"]
+    try:
+        for round_index in range(rounds):
+            pending = [slot for slot in slots if slot.text is None]
+            if not pending:
+                return
+            if round_index:  # a retry may take the axis's other direction
+                for slot in pending:
+                    slot.direction = pick_direction(slot.axis, rng)
+            prompts = [
+                rewrite_prompt(s.axis, s.direction, spans[s.example].instruction, cfg.keep_tokens)
+                for s in pending
+            ]
+            sampling = cfg.sampling.model_copy(update={"seed": cfg.sampling.seed + round_index})
+            outputs = backend.generate(prompts, sampling)
+            candidates = [(slot, clean_rewrite(text)) for slot, text in zip(pending, outputs, strict=True)]
+            judge(candidates, "llm", ledger)
+    finally:
+        if previous_stops is not None:
+            backend.stop_strings = previous_stops
 
 
 def _rule_fallback(

@@ -36,7 +36,7 @@ def save_tki(adapter_dir: str | Path, adapter: Any, summary: dict[str, Any]) -> 
     marker = {"format": FORMAT_VERSION, "lta": adapter is not None, "summary": summary}
     if adapter is not None:
         marker["spec"] = adapter.spec.to_dict()
-        tensors = {name: t.detach().float().cpu().contiguous() for name, t in adapter.state_dict().items()}
+        tensors = {name: t.detach().float().cpu().contiguous() for name, t in adapter.tensors().items()}
         save_file(tensors, str(adapter_dir / WEIGHTS))
     write_json(adapter_dir / MARKER, marker)
 
@@ -68,7 +68,7 @@ def attach_saved_latents(model: Any, tokenizer: Any, adapter_dir: str | Path, de
     weights = Path(adapter_dir) / WEIGHTS
     if not weights.exists():
         raise DeliaError(f"{weights} is missing: the TKI artefact is incomplete")
-    missing, unexpected = adapter.load_state_dict(load_file(str(weights)), strict=False)
+    missing, unexpected = adapter.load_tensors(load_file(str(weights)))
     if missing or unexpected:
         raise DeliaError(
             f"{weights}: does not match its tki.json (missing {missing[:3]}, unexpected {unexpected[:3]})"

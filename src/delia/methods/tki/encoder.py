@@ -116,6 +116,9 @@ class CachedEncoder:
         self.hits = 0
         self.misses = 0
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> CachedEncoder:
+        return self  # one encoder and one cache file per process, shared by model copies
+
     def encode(self, texts: list[str]) -> torch.Tensor:
         keys = [_digest(text) for text in texts]
         missing = list(dict.fromkeys(k for k in keys if k not in self.memory))

@@ -81,7 +81,12 @@ class LatentBank(nn.Module):
 
 
 class LatentAdapter(nn.Module):
-    """Keys, banks and the live routing; `attach` wires it into a model."""
+    """Keys, banks and the live routing; `attach` wires it into a model.
+
+    Keys and the centre stay float32 on the CPU, outside the module's buffers, so a bf16 copy of the model
+    (the local backend's generation copy) retrieves exactly as training did. A deep copy of the model
+    carries a working adapter of its own: hooks are objects bound to the adapter, not closures.
+    """
 
     def __init__(self, spec: LatentSpec) -> None:
         super().__init__()
@@ -98,30 +103,47 @@ class LatentAdapter(nn.Module):
             )
         finally:
             torch.random.set_rng_state(generator_state)
-        self.register_buffer("keys", orthogonal_keys(spec.groups, spec.latents, spec.dim, spec.seed))
-        self.register_buffer("center", torch.zeros(spec.dim))
+        self.keys = orthogonal_keys(spec.groups, spec.latents, spec.dim, spec.seed)
+        self.center = torch.zeros(spec.dim)  # training-mean encoding, subtracted before retrieval
         self.group_of: dict[str, int] = {}  # training input text -> its group
         self.encoder: Any = None
         self.extractor: UserTurnExtractor | None = None
         self.current: Routing | None = None
         self.active = True
         self.unknown_in_training = 0  # training inputs routed like unseen ones (text not in group_of)
-        self._handles: list[Any] = []
+        self._handles = _Handles()
+
+    # ---------------------------------------------------------------------------------------- state
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """Everything the saved artefact holds: banks, keys, centre."""
+        return {**self.state_dict(), "keys": self.keys, "center": self.center}
+
+    def load_tensors(self, tensors: dict[str, torch.Tensor]) -> tuple[list[str], list[str]]:
+        """Load `tensors()` output; returns (missing, unexpected) names."""
+        rest = dict(tensors)
+        missing = [name for name in ("keys", "center") if name not in rest]
+        if not missing:
+            self.keys = rest.pop("keys").float().cpu()
+            self.center = rest.pop("center").float().cpu()
+        result = self.load_state_dict(rest, strict=False)
+        return [*missing, *result.missing_keys], list(result.unexpected_keys)
 
     # ---------------------------------------------------------------------------------------- routing
 
-    def route_texts(self, texts: list[str], groups: list[int]) -> Routing:
-        embeddings = self.encoder.encode(texts).to(self.center.device) - self.center
+    def route_texts(self, texts: list[str], groups: list[int], device: Any = None) -> Routing:
+        embeddings = self.encoder.encode(texts).float().cpu() - self.center
         routing = retrieve(
-            embeddings.cpu(),
-            self.keys.cpu(),
+            embeddings,
+            self.keys,
             torch.tensor(groups, dtype=torch.long),
             self.spec.top_k,
             self.spec.weighting,
             self.spec.temperature,
             self.spec.inference_groups,
         )
-        device = self.keys.device
+        if device is None:
+            device = next(self.parameters()).device
         return Routing(routing.index.to(device), routing.weight.to(device))
 
     def route_ids(self, input_ids: torch.Tensor, segments: Segments, training: bool) -> Routing:
@@ -131,7 +153,7 @@ class LatentAdapter(nn.Module):
         groups = [self.group_of.get(text, NO_GROUP) if training else NO_GROUP for text in texts]
         if training:
             self.unknown_in_training += sum(g == NO_GROUP for g in groups)
-        routing = self.route_texts(texts, groups)
+        routing = self.route_texts(texts, groups, input_ids.device)
         routing.segments = segments
         return routing
 
@@ -154,9 +176,7 @@ class LatentAdapter(nn.Module):
         self.extractor = UserTurnExtractor(tokenizer)
         modules = dict(inner.named_modules())
         for name in self.spec.targets:
-            self._handles.append(
-                modules[name].register_forward_hook(self._delta_hook(self.banks[_key(name)]))
-            )
+            self._handles.append(modules[name].register_forward_hook(_DeltaHook(self, _key(name))))
         self._handles.append(inner.base_model.register_forward_pre_hook(self._route_hook, with_kwargs=True))
 
     def detach(self, model: Any) -> None:
@@ -184,24 +204,41 @@ class LatentAdapter(nn.Module):
         )
         self.current = self.route_ids(input_ids, segments, module.training)
 
-    def _delta_hook(self, bank: LatentBank) -> Any:
-        def hook(module: nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> torch.Tensor | None:
-            if not self.active or self.current is None:
-                return None
-            x = args[0]
-            x = F.dropout(x, self.spec.dropout, training=module.training and self.spec.dropout > 0)
-            routing = self.current
-            if routing.per_row:
-                return output + bank(x, routing.expand_to(x.shape[0])).to(output.dtype)
-            # Packed rows: lay each example's tokens out as its own row, apply, put them back (gathers only).
-            gather, valid, scatter = routing.layout()
-            flat = x.reshape(-1, x.shape[-1])
-            grid = flat[gather] * valid.unsqueeze(-1).to(flat.dtype)
-            delta = bank(grid, routing).reshape(-1, output.shape[-1])
-            delta = torch.cat([delta, delta.new_zeros(1, delta.shape[-1])])[scatter]
-            return output + delta.reshape(output.shape).to(output.dtype)
+    def add_delta(self, key: str, module: nn.Module, x: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+        """output + the routed latent increments of target `key` for input x."""
+        bank = self.banks[key]
+        routing = self.current
+        assert routing is not None
+        x = F.dropout(x, self.spec.dropout, training=module.training and self.spec.dropout > 0)
+        if routing.per_row:
+            return output + bank(x, routing.expand_to(x.shape[0])).to(output.dtype)
+        # Packed rows: lay each example's tokens out as its own row, apply, put them back (gathers only).
+        gather, valid, scatter = routing.layout()
+        flat = x.reshape(-1, x.shape[-1])
+        grid = flat[gather] * valid.unsqueeze(-1).to(flat.dtype)
+        delta = bank(grid, routing).reshape(-1, output.shape[-1])
+        delta = torch.cat([delta, delta.new_zeros(1, delta.shape[-1])])[scatter]
+        return output + delta.reshape(output.shape).to(output.dtype)
 
-        return hook
+
+class _DeltaHook:
+    """Forward hook of one target linear; an object (not a closure) so deep copies rebind it."""
+
+    def __init__(self, adapter: LatentAdapter, key: str) -> None:
+        self.adapter = adapter
+        self.key = key
+
+    def __call__(self, module: nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> torch.Tensor | None:
+        if not self.adapter.active or self.adapter.current is None:
+            return None
+        return self.adapter.add_delta(self.key, module, args[0], output)
+
+
+class _Handles(list):
+    """Hook handles of one attachment; a deep copy starts with none (its hooks live in the copied model)."""
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _Handles:
+        return _Handles()
 
 
 def find_targets(model: Any, target_names: list[str]) -> dict[str, list[int]]:

@@ -156,6 +156,9 @@ class UserTurnExtractor:
             return None
         return re.compile(re.escape(opening) + r"(.*?)" + re.escape(closing), re.DOTALL)
 
+    def __deepcopy__(self, memo: dict[int, Any]) -> UserTurnExtractor:
+        return self  # stateless after construction: a model copy shares it
+
     def text(self, ids: list[int]) -> str:
         decoded = self.tokenizer.decode(ids, skip_special_tokens=False)
         if self.pattern is not None:

@@ -57,6 +57,7 @@ class LocalBackend:
         self.cpu_bf16_weights = cpu_bf16_weights
         self._bf16_copy: Any = None
         self._bf16_fingerprint: tuple[int, int] | None = None
+        self.stop_strings: list[str] = []  # extra stops (e.g. "\n\n" for one-paragraph answers)
 
     @classmethod
     def from_spec(cls, spec: str, device: str = "cpu", dtype: str = "float32", **kwargs: Any) -> LocalBackend:
@@ -127,6 +128,8 @@ class LocalBackend:
             options.update(temperature=None, top_p=None, top_k=None)
         start = time.perf_counter()
         model, precision = self.generation_model()
+        if self.stop_strings:
+            options.update(stop_strings=list(self.stop_strings), tokenizer=self.tokenizer)
         if self.logits_processor_factory is not None:  # given the model that generates (maybe the bf16 copy)
             options["logits_processor"] = self.logits_processor_factory(model, self.tokenizer)
         with torch.inference_mode(), precision:

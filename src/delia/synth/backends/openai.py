@@ -68,6 +68,7 @@ class OpenAIBackend:
         self.progress = progress
         self.stats = GenerationStats()
         self.last_new_tokens: list[int] = []
+        self.stop_strings: list[str] = []  # sent as the request's "stop"
 
     def __repr__(self) -> str:  # the key stays out of reprs and logs
         return f"OpenAIBackend(url={self.url!r}, model={self.model!r}, concurrency={self.concurrency})"
@@ -106,6 +107,8 @@ class OpenAIBackend:
         }
         if sampling.temperature > 0:
             body["top_p"] = sampling.top_p
+        if self.stop_strings:
+            body["stop"] = list(self.stop_strings)
         return json.dumps(body).encode("utf-8")
 
     def _request(self, payload: bytes) -> urllib.request.Request:
