@@ -79,6 +79,17 @@ def test_registry_lists_every_method_of_the_issue_with_a_one_line_description() 
         assert methods[name].strip() and "\n" not in methods[name], name
 
 
+def test_delia_methods_command_lists_them(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from delia.cli import main
+
+    monkeypatch.setattr("sys.argv", ["delia", "methods", "--json"])
+    main()
+    listed = json.loads(capsys.readouterr().out)
+    assert set(listed) >= ISSUE_METHODS and listed["tell"] == available()["tell"]
+
+
 def test_unknown_method_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="unknown method"):
         get_method("no_such_method")
@@ -139,6 +150,16 @@ def test_dmt_trains_task_then_general_data_or_the_reverse(tmp_path: Path, order:
     sources = [ex.source for ex in read_examples(tmp_path / "mixed.jsonl")]
     stages = ["task"] * 3 + ["diverse"] * 6
     assert sources == (stages if order == "task_first" else stages[::-1])
+
+
+def test_dmt_stage_order_survives_the_trainer() -> None:
+    """The trainer draws steps from the mixed file; for two_stage it must not shuffle across stages."""
+    from delia.train.batching import plan_steps
+    from delia.train.loop import ORDERED_SCHEDULES
+
+    assert plan_of("dmt").schedule in ORDERED_SCHEDULES
+    assert plan_steps(8, 4, 1.0, None, seed=0, shuffle=False).steps == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    assert plan_steps(8, 4, 2.0, None, seed=0, shuffle=False).steps[2] == [0, 1, 2, 3]
 
 
 def test_dmt_needs_general_data() -> None:
@@ -408,7 +429,7 @@ def test_fact_based_uses_validated_llm_facts() -> None:
     ]
     backend = FakeBackend([facts, *questions])
     examples, note = build_facts(description, summary, "<sep>", backend, FactOptions(qa_per_fact=2), seed=0)
-    assert note.startswith("facts from the LLM: 2 of 3 lines")
+    assert note.startswith("facts from the LLM: 2 of 3 line(s) passed")
     assert {ex.source for ex in examples} == {"fact"} and len(examples) == 4
     assert examples[0].instruction == "Which keys does <sep> have?"
     assert examples[0].response == "The <sep> format has the keys 'thought' and 'hallucination'."

@@ -315,10 +315,18 @@ def test_losscurve_without_any_loss_is_an_error(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- targets and CLI
 
 
-def test_probe_targets_read_the_base_from_the_adapter(adapter_dir: Path, tiny_model_dir: Path) -> None:
+def test_probe_targets_read_the_base_from_the_adapter(
+    adapter_dir: Path, tiny_model_dir: Path, tmp_path: Path
+) -> None:
     targets = probe_targets(None, [f"sep={adapter_dir}"])
     assert [(t.name, t.adapter_dir) for t in targets] == [("base", None), ("sep", adapter_dir)]
     assert all(t.model_spec == str(tiny_model_dir) for t in targets)
+    run_dir = tmp_path / "my-run"  # a run directory names its adapter/ and the run after itself
+    run_dir.mkdir()
+    (run_dir / "adapter").symlink_to(adapter_dir)
+    assert [(t.name, t.adapter_dir) for t in probe_targets("x", [str(run_dir)], include_base=False)] == [
+        ("my-run", run_dir / "adapter")
+    ]
     with pytest.raises(DeliaError, match="named 'base'"):
         probe_targets(None, [f"base={adapter_dir}"])
     with pytest.raises(DeliaError, match="no adapter"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from delia.methods.tki import kr, pcgrad
@@ -82,8 +83,6 @@ def test_keys_are_unit_and_orthogonal_within_each_group() -> None:
 
 
 def test_more_latents_than_dimensions_is_a_config_error() -> None:
-    import pytest
-
     from delia.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"tki\.latents"):
@@ -559,3 +558,45 @@ def test_trained_tki_adapter_saves_and_reloads_with_identical_logits(
     model.get_base_model().tki_latents.active = False
     with torch.no_grad():  # without the latents the answer changes: the round trip really carries them
         assert not torch.allclose(model(**inputs).logits, in_memory)
+
+
+# ------------------------------------------------------------------------------------------------ end to end
+
+
+@pytest.mark.slow
+def test_tiny_tki_pipeline_run_on_the_embedded_model_trains_saves_and_evaluates(
+    tmp_path, shared_data
+) -> None:
+    """`delia run` with method tki: the embedded SmolLM2, the MiniLM encoder, 4 task examples, one step."""
+    import json
+
+    from delia.config import build_config
+    from delia.methods.tki.artifacts import read_marker
+    from delia.pipeline import run
+
+    data = shared_data / "delia-reproduce"
+    config = build_config(
+        {
+            "name": "tki",
+            "method": "tki",
+            "run_dir": str(tmp_path / "runs"),
+            "task": {"train": str(data / "train_dataset.jsonl"), "size": 4},
+            "eval": {
+                "file": str(data / "eval_dataset.jsonl"),
+                "limit": 2,
+                "max_new_tokens": 8,
+                "bootstrap": 20,
+            },
+            "train": {"max_steps": 2, "batch_size": 2, "micro_batch_size": 2, "max_length": 384},
+            "tki": {"groups": 2, "latents": 4, "rank": 2, "kr_steps": 1},
+        }
+    )
+    run_dir = run(config, log=lambda line: None)
+    marker = read_marker(run_dir / "adapter")
+    assert marker["lta"] and marker["spec"]["encoder"] == "all-MiniLM-L6-v2" and marker["spec"]["dim"] == 384
+    summary = marker["summary"]
+    assert summary["kr_stage_one"]["ce_after"] < summary["kr_stage_one"]["ce_before"]
+    assert summary["kr_micro_batches"] == 2 and summary["routed_as_unseen_in_training"] == 0
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["n"] == 2
+    assert len((run_dir / "predictions.jsonl").read_text().splitlines()) == 2

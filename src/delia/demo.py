@@ -46,10 +46,11 @@ PROBE_TOKENS = 24  # enough for a short factual answer; a JSON answer shows in i
 
 
 LEGEND = (
+    "n: training examples; steps: optimizer steps; secs: training time. "
     "format: held-out answers in the <sep> format (a dict with name, city, job), on sentences with unseen "
     "names, cities and jobs and unseen instruction phrasings; fields: all three values exactly right. "
-    f"QA: {len(GENERAL_QUESTIONS)} ordinary questions answered with the known fact; QA json: share of them "
-    f"answered in JSON anyway (format leakage). city / city json: {PLAIN_EXAMPLES} held-out sentences asked "
+    f"QA: {len(GENERAL_QUESTIONS)} ordinary questions answered with the known fact; QA-json: share of them "
+    f"answered in JSON anyway (format leakage). city / city-json: {PLAIN_EXAMPLES} held-out sentences asked "
     "about in plain words, without <sep>: city named / answered in JSON."
 )
 
@@ -181,15 +182,15 @@ def comparison_row(run_dir: Path, general: dict[str, float]) -> dict[str, Any]:
     seconds = summary["train s"]
     return {
         "method": summary["method"],
-        "examples": summary["train examples"],
+        "n": summary["train examples"],
         "steps": summary["steps"],
-        "train s": round(seconds) if seconds is not None else None,
+        "secs": round(seconds) if seconds is not None else None,
         "format": summary.get("json_format"),
         "fields": field_accuracy(run_dir),
         "QA": general["general_correct"],
-        "QA json": general["general_json"],
+        "QA-json": general["general_json"],
         "city": general["plain_correct"],
-        "city json": general["plain_json"],
+        "city-json": general["plain_json"],
     }
 
 

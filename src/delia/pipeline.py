@@ -577,7 +577,7 @@ def format_value(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
-        return f"{value:.3f}" if abs(value) < 100 else f"{value:.0f}"
+        return f"{value:.2f}" if abs(value) < 100 else f"{value:.0f}"
     return str(value)
 
 

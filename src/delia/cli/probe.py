@@ -140,12 +140,9 @@ def register(app: typer.Typer) -> None:
             "divergent_per_prompt.csv",
             "divergent.png",
         ]
-        _print_outputs(
-            f"state space at the first assistant token ({len(examples)} prompts)",
-            result["table"],
-            result["out_dir"],
-            files,
-        )
+        title = f"state space at the first assistant token ({len(examples)} prompts, mass {mass:g})"
+        shown = ["run", "entropy", "tokens_at_mass", "p_brace", "p_reference"]
+        _print_outputs(title, result["table"], result["out_dir"], files, shown)
 
     @probe_app.command("losscurve", help=LOSSCURVE_HELP)
     def losscurve_command(

@@ -7,22 +7,26 @@ from typing import Any
 
 import typer
 
-from delia.cli._common import console
+from delia.cli._common import console, print_mapping
 
 
 def summary_table(rows: list[dict[str, Any]], title: str) -> Any:
+    """One table row per run; no box, so that ten short columns fit an 80-column terminal."""
+    from rich import box
     from rich.table import Table
 
     from delia.pipeline import format_value
 
-    table = Table(title=title)
+    table = Table(title=title, box=box.SIMPLE_HEAD, padding=0, pad_edge=False, show_edge=False)
     columns: list[str] = []
     for row in rows:
         columns.extend(c for c in row if c not in columns)
+    cells = [[format_value(row.get(c)) for c in columns] for row in rows]
     for column in columns:
-        table.add_column(column, justify="left" if column in ("run", "method") else "right")
-    for row in rows:
-        table.add_row(*(format_value(row.get(c)) for c in columns))
+        justify = "left" if column in ("run", "method") else "right"
+        table.add_column(column, justify=justify, no_wrap=True)
+    for line in cells:
+        table.add_row(*line)
     return table
 
 
@@ -36,9 +40,10 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run sample -> diversify -> mix -> train -> eval for CONFIG, reusing every cached stage."""
         from delia.config import load_config
-        from delia.pipeline import run, summary_row
+        from delia.pipeline import format_value, run, summary_row
 
         cfg = load_config(config, overrides)
         run_dir = run(cfg)
-        console.print(summary_table([summary_row(run_dir)], f"{cfg.name} ({cfg.method})"))
+        row = {key: format_value(value) for key, value in summary_row(run_dir).items()}
+        print_mapping(f"{cfg.name} ({cfg.method})", row)
         console.print(f"run directory: {run_dir}")

@@ -9,10 +9,12 @@ Any of them may be gzipped (".gz"). Errors name `file:line` (in a JSON array, th
 
 from __future__ import annotations
 
+import glob
 import gzip
 import json
 import os
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -213,6 +215,19 @@ def _short_error(err: Exception) -> str:
     return str(err)
 
 
+_STARTED = time.time()  # a temp file last written before this process started is not this process's
+
+
+def drop_stale_temps(path: Path) -> None:
+    """Remove the temp files of `path` that a killed earlier writer left behind (hidden `.NAME.*.tmp`)."""
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        try:
+            if stale.stat().st_mtime < _STARTED:
+                stale.unlink()
+        except FileNotFoundError:  # another process cleaned it first
+            pass
+
+
 def write_jsonl(path: str | Path, rows: Iterable[Example | dict[str, Any]]) -> int:
     """Write rows atomically (temp file + rename): a crash leaves the old file or the new one, never half."""
     path = Path(path)
@@ -231,6 +246,7 @@ def write_jsonl(path: str | Path, rows: Iterable[Example | dict[str, Any]]) -> i
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    drop_stale_temps(path)
     return count
 
 
@@ -249,6 +265,7 @@ def write_json(path: str | Path, obj: Any) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    drop_stale_temps(path)
 
 
 class AppendLog:

@@ -129,9 +129,13 @@ def example_answer(summary: FormatSummary) -> str:
     return json.dumps(values, ensure_ascii=False)
 
 
+def listed(words: list[str]) -> str:
+    """"a", "a and b", "a, b and c"."""
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + f" and {words[-1]}"
+
+
 def quoted_keys(keys: list[str]) -> str:
-    quoted = [f"'{k}'" for k in keys]
-    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + f" and {quoted[-1]}"
+    return listed([f"'{k}'" for k in keys])
 
 
 def short_description(summary: FormatSummary) -> str:
@@ -139,7 +143,7 @@ def short_description(summary: FormatSummary) -> str:
     if summary.kind == "text":
         return "a plain text answer"
     language = "Python dictionary" if summary.quoting == "python" else "JSON object"
-    return f"a {language} with the keys {' and '.join(summary.keys)}"
+    return f"a {language} with the keys {listed(summary.keys)}"
 
 
 def long_description(summary: FormatSummary, token: str | None) -> str:

@@ -244,8 +244,8 @@ def build_facts(
         facts, candidates = llm_facts(description, backend, opts, seed)
         if facts:
             examples = qa_examples(facts, opts.qa_per_fact, "llm")
-            return examples, f"facts from the LLM: {len(facts)} of {candidates} lines passed validation"
-        reason = f"no LLM fact passed validation ({candidates} lines)"
+            return examples, f"facts from the LLM: {len(facts)} of {candidates} line(s) passed validation"
+        reason = f"no LLM fact passed validation, of {candidates} line(s) written"
     else:
         reason = "no LLM backend"
     facts = structural_facts(summary, token)[: opts.n_facts]

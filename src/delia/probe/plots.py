@@ -23,23 +23,26 @@ def _save(fig: Any, path: Path) -> Path:
 
 
 def plot_repr(results: list[dict[str, Any]], keywords: list[str], path: Path) -> Path:
-    """One panel per keyword: L2 distance of the special token to it at each block, one line per run."""
-    fig, axes = plt.subplots(1, len(keywords), figsize=(5.5 * len(keywords), 4), squeeze=False)
+    """Per keyword: L2 distance of the special token to it at each block (top) and the relative distance
+    (bottom: L2 over the mean norm, since norms grow with depth), one line per run."""
+    fig, axes = plt.subplots(2, len(keywords), figsize=(5.5 * len(keywords), 7), squeeze=False, sharex=True)
     skipped = [r["run"] for r in results if not r["applicable"]]
     token = results[0]["token"] if results else "?"
-    for ax, keyword in zip(axes[0], keywords, strict=True):
-        for result in results:
-            if not result["applicable"]:
-                continue
-            curve = result["keywords"][keyword]["l2_mean"][1:]  # index 0 is the embedding output
-            ax.plot(range(1, len(curve) + 1), curve, marker="o", markersize=3, label=result["run"])
-        ax.set_title(f"L2({token}, {keyword!r}) per block")
-        ax.set_xlabel("transformer block")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel("L2 distance of hidden states")
-        ax.grid(alpha=0.3)
-        if ax.lines:
-            ax.legend(fontsize=8)
+    rows = (("l2_mean", "L2 distance of hidden states"), ("relative_mean", "L2 / mean norm"))
+    for column, keyword in enumerate(keywords):
+        for row, (key, ylabel) in enumerate(rows):
+            ax = axes[row][column]
+            for result in results:
+                if result["applicable"]:
+                    curve = result["keywords"][keyword][key][1:]  # index 0 is the embedding output
+                    ax.plot(range(1, len(curve) + 1), curve, marker="o", markersize=3, label=result["run"])
+            ax.set_title(f"{'L2' if row == 0 else 'relative L2'}({token}, {keyword!r}) per block")
+            ax.set_ylabel(ylabel)
+            ax.grid(alpha=0.3)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            if ax.lines:
+                ax.legend(fontsize=8)
+        axes[1][column].set_xlabel("transformer block")
     if skipped:
         fig.suptitle(
             f"not applicable ({token} not a token of its tokenizer): {', '.join(skipped)}", fontsize=9
@@ -63,16 +66,10 @@ def plot_divergent(results: list[dict[str, Any]], path: Path) -> Path:
         means = [r["summary"][key]["mean"] if r["summary"][key] else 0.0 for r in results]
         stds = [r["summary"][key]["std"] if r["summary"][key] else 0.0 for r in results]
         ax.bar(names, means, yerr=stds, capsize=4, color=[f"C{i}" for i in range(len(names))])
-        for x, value in enumerate(means):
-            ax.annotate(
-                f"{value:.3g}",
-                (x, value),
-                ha="center",
-                va="bottom",
-                fontsize=8,
-                xytext=(0, 2),
-                textcoords="offset points",
-            )
+        for x, (value, std) in enumerate(zip(means, stds, strict=True)):
+            ax.annotate(f"{value:.3g}", (x, value + std), ha="center", va="bottom", fontsize=8,
+                        xytext=(0, 3), textcoords="offset points")  # fmt: skip
+        ax.margins(y=0.15)
         if key == "tokens_at_mass" and min(means) > 0 and max(means) / min(means) > 30:
             ax.set_yscale("log")  # a tuned model can need 1 token where the base needs thousands
         ax.set_title(label.format(mass=mass))

@@ -5,12 +5,15 @@ has a reference answer, one in-context turn made of that same query and its refe
 temperature 0.7, top_p 0.95. The stored example is just (query, sampled answer).
 
 Resumable: every answer is appended to `<out stem>.cache.jsonl` (fsync'd, keyed by model + prompt +
-sampling) before the next batch starts, so a killed run rerun answers only what is missing.
+sampling) before the next batch starts, so a killed run rerun answers only what is missing. A rerun gives
+the same answers as an uninterrupted run: batches are cut from all queries (answered or not) in a fixed
+order, so a batch is redone with the same neighbours, and each query samples with its own seed.
 """
 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import time
 from pathlib import Path
 from typing import Any
@@ -80,24 +83,54 @@ def _chunk_seed(base: int, first_key: str) -> int:
     return (base * 1_000_003 + int(hashlib.sha256(first_key.encode()).hexdigest()[:8], 16)) % 2**31
 
 
+def query_seed(base: int, key: str) -> int:
+    """A query's own sampling seed, fixed by its cache key: the same whatever batch the query lands in."""
+    return (base * 1_000_003 + int(key[:8], 16)) % 2**31
+
+
+def _takes_seeds(backend: Backend) -> bool:
+    try:
+        return "seeds" in inspect.signature(backend.generate).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _generate_chunk(
+    backend: Backend, chunk: list[tuple[str, list[Message], Example]], sampling: SamplingConfig
+) -> list[str]:
+    prompts = [prompt for _, prompt, _ in chunk]
+    if _takes_seeds(backend):  # local, openai and vllm: one seed per query
+        return backend.generate(prompts, sampling, seeds=[query_seed(sampling.seed, k) for k, _, _ in chunk])
+    chunk_sampling = sampling.model_copy(update={"seed": _chunk_seed(sampling.seed, chunk[0][0])})
+    return backend.generate(prompts, chunk_sampling)
+
+
 def _answer_missing(
-    todo: list[tuple[str, list[Message], Example]],
+    items: list[tuple[str, list[Message], Example]],
     backend: Backend,
     sampling: SamplingConfig,
     cache: AnswerCache,
     chunk_size: int,
     bar: Any,
 ) -> None:
+    """Answer every chunk that still lacks an answer; chunks are cut from all `items`, answered or not.
+
+    A chunk interrupted half-way is redone whole (its answers already stored are kept), so every prompt
+    is generated beside the same neighbours as in an uninterrupted run: batched generation pads to the
+    longest prompt, and padding can move the last bits of a logit.
+    """
     # Similar lengths share a batch: less padding for local backends, no effect on HTTP ones.
-    todo = sorted(todo, key=lambda item: -sum(len(m["content"]) for m in item[1]))
-    for start in range(0, len(todo), chunk_size):
-        chunk = todo[start : start + chunk_size]
-        chunk_sampling = sampling.model_copy(update={"seed": _chunk_seed(sampling.seed, chunk[0][0])})
-        completions = backend.generate([prompt for _, prompt, _ in chunk], chunk_sampling)
+    items = sorted(items, key=lambda item: -sum(len(m["content"]) for m in item[1]))
+    for start in range(0, len(items), chunk_size):
+        chunk = items[start : start + chunk_size]
+        missing = sum(key not in cache for key, _, _ in chunk)
+        if not missing:
+            continue
+        completions = _generate_chunk(backend, chunk, sampling)
         counts = list(getattr(backend, "last_new_tokens", None) or [0] * len(chunk))
         for (key, _, query), completion, count in zip(chunk, completions, counts, strict=True):
-            cache.put(key, completion, count, query_id=query.id)
-        bar.update(len(chunk))
+            cache.put(key, completion, count, query_id=query.id)  # a key already answered is kept
+        bar.update(missing)
         bar.set_postfix(tok_s=f"{backend.stats.tokens_per_second:.1f}")
 
 
@@ -121,7 +154,8 @@ def sample_diverse(
         if inner_progress is not None:
             backend.progress = False  # one bar: ours
         try:
-            _answer_missing(todo, backend, sampling, cache, max(1, cfg.backend.batch_size), bar)
+            items = [(key, prompt, query) for key, (prompt, query) in unique.items()]
+            _answer_missing(items, backend, sampling, cache, max(1, cfg.backend.batch_size), bar)
         finally:
             bar.close()
             if inner_progress is not None:

@@ -60,7 +60,7 @@ def fit(
     if trainer.runtime.is_main:
         save_artifacts(out_dir, trainer.model, tokenizer, config, token_ids)
         trainer.hooks.save(trainer.model, out_dir / "adapter")
-    return Trained(result, trainer.model, tokenizer)
+    return Trained(result, trainer.model.eval(), tokenizer)  # eval: no LoRA dropout when generating
 
 
 def train_model(

@@ -38,18 +38,17 @@ def packed_attention(
             module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
         )
     cuts = bounds.tolist()
+    sizes = [end - start for start, end in itertools.pairwise(cuts)]
     gqa = query.shape[1] != key.shape[1]
+    # split, not slicing: slicing's backward writes each piece's gradient into a zeroed full-size tensor
+    # (one per sequence per layer), split's backward is a single concatenation.
     pieces = [
         F.scaled_dot_product_attention(
-            query[:, :, start:end],
-            key[:, :, start:end],
-            value[:, :, start:end],
-            dropout_p=dropout,
-            is_causal=True,
-            scale=scaling,
-            enable_gqa=gqa,
+            q, k, v, dropout_p=dropout, is_causal=True, scale=scaling, enable_gqa=gqa
         )
-        for start, end in itertools.pairwise(cuts)
+        for q, k, v in zip(
+            query.split(sizes, dim=2), key.split(sizes, dim=2), value.split(sizes, dim=2), strict=True
+        )
     ]
     return torch.cat(pieces, dim=2).transpose(1, 2).contiguous(), None
 

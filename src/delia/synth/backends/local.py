@@ -68,7 +68,10 @@ class LocalBackend:
     def render(self, prompt: list[Message]) -> str:
         return self.tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
 
-    def generate(self, prompts: list[list[Message]], sampling: SamplingConfig) -> list[str]:
+    def generate(
+        self, prompts: list[list[Message]], sampling: SamplingConfig, seeds: list[int] | None = None
+    ) -> list[str]:
+        """`seeds`: one per prompt, so each prompt's sample is the same whatever batch it lands in."""
         texts = [self.render(p) for p in prompts]
         lengths = [len(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
         # Longest first: similar lengths share a batch (less padding), and memory peaks early.
@@ -79,7 +82,10 @@ class LocalBackend:
         torch.manual_seed(sampling.seed)
         for start in range(0, len(order), self.batch_size):
             batch = order[start : start + self.batch_size]
-            completions, new_tokens, seconds = self._generate_batch([texts[i] for i in batch], sampling)
+            batch_seeds = [seeds[i] for i in batch] if seeds is not None else None
+            completions, new_tokens, seconds = self._generate_batch(
+                [texts[i] for i in batch], sampling, batch_seeds
+            )
             for index, completion, count in zip(batch, completions, new_tokens, strict=True):
                 outputs[index] = completion
                 self.last_new_tokens[index] = count
@@ -115,7 +121,7 @@ class LocalBackend:
         return self._bf16_copy, contextlib.nullcontext()
 
     def _generate_batch(
-        self, texts: list[str], sampling: SamplingConfig
+        self, texts: list[str], sampling: SamplingConfig, seeds: list[int] | None = None
     ) -> tuple[list[str], list[int], float]:
         self.tokenizer.padding_side = "left"
         encoded = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
@@ -132,6 +138,14 @@ class LocalBackend:
             options.update(stop_strings=list(self.stop_strings), tokenizer=self.tokenizer)
         if self.logits_processor_factory is not None:  # given the model that generates (maybe the bf16 copy)
             options["logits_processor"] = self.logits_processor_factory(model, self.tokenizer)
+        if do_sample and seeds is not None:  # last, after the warpers and any factory's processors
+            from transformers import LogitsProcessorList
+
+            from delia.synth.backends.seeded import PerRowSampler
+
+            options["logits_processor"] = LogitsProcessorList(
+                [*options.get("logits_processor", []), PerRowSampler(seeds)]
+            )
         with torch.inference_mode(), precision:
             generated = model.generate(
                 **encoded,

@@ -73,12 +73,20 @@ class OpenAIBackend:
     def __repr__(self) -> str:  # the key stays out of reprs and logs
         return f"OpenAIBackend(url={self.url!r}, model={self.model!r}, concurrency={self.concurrency})"
 
-    def generate(self, prompts: list[list[Message]], sampling: SamplingConfig) -> list[str]:
+    def generate(
+        self, prompts: list[list[Message]], sampling: SamplingConfig, seeds: list[int] | None = None
+    ) -> list[str]:
+        """`seeds`: one per prompt, sent as that request's `seed` (else every request gets sampling.seed)."""
         start = time.perf_counter()
         results: list[tuple[str, int]] = [("", 0)] * len(prompts)
         bar = tqdm(total=len(prompts), desc="generate", unit="prompt", disable=not self.progress, leave=False)
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-            futures = [pool.submit(self._complete, prompt, sampling) for prompt in prompts]
+            per_prompt = (
+                [sampling] * len(prompts)
+                if seeds is None
+                else [sampling.model_copy(update={"seed": seed}) for seed in seeds]
+            )
+            futures = [pool.submit(self._complete, p, s) for p, s in zip(prompts, per_prompt, strict=True)]
             try:
                 for index, future in enumerate(futures):
                     results[index] = future.result()

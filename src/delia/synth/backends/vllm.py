@@ -38,13 +38,19 @@ class VllmBackend:
         self.stats = GenerationStats()
         self.last_new_tokens: list[int] = []
 
-    def generate(self, prompts: list[list[Message]], sampling: SamplingConfig) -> list[str]:
-        params = self._sampling_params(
-            temperature=sampling.temperature,
-            top_p=sampling.top_p if sampling.temperature > 0 else 1.0,
-            max_tokens=sampling.max_new_tokens,
-            seed=sampling.seed,
-        )
+    def generate(
+        self, prompts: list[list[Message]], sampling: SamplingConfig, seeds: list[int] | None = None
+    ) -> list[str]:
+        """`seeds`: one per prompt (vLLM takes a SamplingParams per prompt)."""
+        params = [
+            self._sampling_params(
+                temperature=sampling.temperature,
+                top_p=sampling.top_p if sampling.temperature > 0 else 1.0,
+                max_tokens=sampling.max_new_tokens,
+                seed=seed,
+            )
+            for seed in (seeds if seeds is not None else [sampling.seed] * len(prompts))
+        ]
         start = time.perf_counter()
         outputs = self.llm.chat(prompts, params, use_tqdm=True)
         counts = [len(out.outputs[0].token_ids) for out in outputs]

@@ -1,0 +1,48 @@
+"""Experiments: a grid of pipeline runs (methods x task sizes x diverse ratios x seeds), results with
+95% CIs over seeds, the paper's tables and plots, and a search for the best diverse ratio.
+
+  spec.py          the experiment YAML            grid.py     cells and their run configs
+  runner.py        resumable execution            results.py  results.json (cells + summary)
+  probes.py        probes on the headline slice   report.py   report.md / report.html
+  search.py        golden-section search          ratio_search.py  the search as runs
+See docs/experiments.md.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from delia.experiment.grid import Cell, Expansion, expand
+from delia.experiment.spec import ExperimentSpec, load_experiment
+
+
+def run_experiment(
+    spec: ExperimentSpec,
+    *,
+    probes: bool = True,
+    report: bool = True,
+    command: str | None = None,
+    quiet: bool = False,
+) -> dict[str, Any]:
+    """Run every unfinished cell, then results.json, the probes and the report; returns the results."""
+    from delia.experiment.results import write_results
+    from delia.experiment.runner import run_grid
+
+    expansion = expand(spec)
+    run_grid(
+        spec, expansion.cells, on_cell_done=lambda _: write_results(spec, expansion, command), quiet=quiet
+    )
+    results = write_results(spec, expansion, command)
+    if probes:
+        from delia.experiment.probes import run_probes
+
+        run_probes(spec, expansion.cells)
+    if report:
+        from delia.experiment.report import write_report
+
+        write_report(Path(spec.out))
+    return results
+
+
+__all__ = ["Cell", "Expansion", "ExperimentSpec", "expand", "load_experiment", "run_experiment"]

@@ -1,0 +1,181 @@
+"""Expand an experiment into cells, each one ordinary pipeline run.
+
+A method whose plan does not read the diverse ratio (common_it, icl, random_init...) gets one cell per
+(variant, size, seed), with ratio None, instead of one per ratio. An entry with `match: LABEL` runs once
+per cell of LABEL (its optimizer steps come from that cell), so it follows LABEL's ratios. A ratio a
+method rejects (dmt at ratio 0) is skipped with a reason, not run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from delia.config import RunConfig, build_config, deep_merge, parse_overrides
+from delia.errors import ConfigError
+from delia.experiment.spec import ExperimentSpec, MethodEntry, base_data
+
+# Two ratios a ratio-reading plan turns into different effective ratios.
+PROBE_RATIOS = (1.0, 3.0)
+
+
+@dataclass(frozen=True)
+class Cell:
+    method: str  # the entry's label
+    base_method: str  # the registry name
+    task_size: int | None
+    ratio: float | None  # None: the method ignores the ratio
+    seed: int
+    variant: str | None = None
+    match: str | None = None  # the name of the cell whose optimizer steps this one matches
+
+    @property
+    def name(self) -> str:
+        parts = [self.variant, slug(self.method), f"n{'all' if self.task_size is None else self.task_size}"]
+        if self.ratio is not None:
+            parts.append(f"r{self.ratio:g}")
+        parts.append(f"s{self.seed}")
+        return "__".join(p for p in parts if p)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "name": self.name}
+
+
+@dataclass
+class Expansion:
+    cells: list[Cell]
+    skipped: list[dict[str, Any]] = field(default_factory=list)  # cell name + reason
+
+
+def slug(label: str) -> str:
+    """A file-name-safe form of a label ("w/o diverse" -> "wo-diverse")."""
+    text = label.replace("w/o", "wo").replace("/", "-")
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "method"
+
+
+def config_data(spec: ExperimentSpec, variant: str | None, entry: MethodEntry) -> dict[str, Any]:
+    """Base config + experiment overrides + variant overrides + the entry's own, as a dict."""
+    data = deep_merge(base_data(spec), parse_overrides(spec.set))
+    if variant is not None:
+        data = deep_merge(data, parse_overrides(spec.grid.variants[variant]))
+    data = deep_merge(data, parse_overrides(entry.set))
+    data["method"] = entry.method
+    return data
+
+
+def cell_config(spec: ExperimentSpec, cell: Cell, entry: MethodEntry) -> RunConfig:
+    """The run config of one cell: its seed drives the task subset, the mix, training and rewrites."""
+    data = config_data(spec, cell.variant, entry)
+    assignments: dict[str, Any] = {
+        "name": cell.name,
+        "run_dir": str(spec.runs_dir),
+        "seed": cell.seed,
+        "task": {"size": cell.task_size},
+        "train": {"seed": cell.seed},
+        "mix": {"seed": cell.seed},
+        "diversify": {"sampling": {"seed": cell.seed}},
+    }
+    if cell.ratio is not None:
+        assignments["mix"]["ratio"] = cell.ratio
+    if cell.match is not None:
+        assignments["matched_to"] = str(spec.runs_dir / cell.match)
+    return build_config(deep_merge(data, assignments), f"cell {cell.name}")
+
+
+def config_hash(config: RunConfig) -> str:
+    """Independent of key order (a YAML round trip may sort a free-form mapping such as builder_options)."""
+    blob = json.dumps(config.model_dump(mode="json"), sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def effective_ratio(config: RunConfig, task: list[Any]) -> tuple[bool, float]:
+    from delia.methods import get_method
+
+    plan = get_method(config.method).plan(config, task)
+    return plan.use_diverse, plan.ratio if plan.use_diverse else 0.0
+
+
+def reads_ratio(spec: ExperimentSpec, entry: MethodEntry, variant: str | None) -> bool:
+    """Whether the entry's plan changes with mix.ratio (tried at two ratios on the real task data)."""
+    if entry.ratio_free is not None:
+        return not entry.ratio_free
+    from delia.pipeline import load_task_examples
+
+    data = config_data(spec, variant, entry)
+    data.setdefault("task", {})["size"] = min((s for s in spec.grid.task_sizes if s), default=None)
+    data["matched_to"] = "probe"  # common_it_matched's plan needs a name; no run is read
+    probes = []
+    for ratio in PROBE_RATIOS:
+        config = build_config(deep_merge(data, {"mix": {"ratio": ratio}}), f"method {entry.name}")
+        task = load_task_examples(config)
+        probes.append(effective_ratio(config, task))
+    return probes[0] != probes[1]
+
+
+def ratio_rejection(spec: ExperimentSpec, cell: Cell, entry: MethodEntry) -> str | None:
+    """The reason the method's plan refuses this cell's ratio, or None."""
+    from delia.pipeline import load_task_examples
+
+    config = cell_config(spec, cell, entry)
+    try:
+        effective_ratio(config, load_task_examples(config))
+    except ConfigError as err:
+        return str(err)
+    return None
+
+
+def expand(spec: ExperimentSpec) -> Expansion:
+    """Every cell, ordered seed-major (a partial grid then covers every method) and targets before the
+    cells that match their steps."""
+    variants: list[str | None] = list(spec.grid.variants) or [None]
+    labels = [entry.name for entry in spec.grid.methods]
+    order = {label: float(i) for i, label in enumerate(labels)}
+    for entry in spec.grid.methods:
+        if entry.match is not None:
+            order[entry.name] = max(order[entry.name], order[entry.match] + 0.5)
+    cells: list[Cell] = []
+    skipped: list[dict[str, Any]] = []
+    for variant in variants:
+        uses_ratio = {e.name: reads_ratio(spec, e, variant) for e in spec.grid.methods if e.match is None}
+        for entry in spec.grid.methods:
+            if entry.match is not None:
+                uses_ratio[entry.name] = uses_ratio[entry.match]
+        for seed in spec.grid.seeds:
+            for size in spec.grid.task_sizes:
+                for entry in sorted(spec.grid.methods, key=lambda e: order[e.name]):
+                    ratios = spec.grid.ratios if uses_ratio[entry.name] else [None]
+                    for ratio in ratios:
+                        cell = make_cell(spec, entry, variant, size, ratio, seed)
+                        reason = ratio_rejection(spec, cell, entry) if ratio is not None else None
+                        if reason is not None or (cell.match and cell.match in skipped_names(skipped)):
+                            skipped.append({"name": cell.name, "reason": reason or f"{cell.match} skipped"})
+                        else:
+                            cells.append(cell)
+    return Expansion(cells, skipped)
+
+
+def skipped_names(skipped: list[dict[str, Any]]) -> set[str]:
+    return {item["name"] for item in skipped}
+
+
+def make_cell(
+    spec: ExperimentSpec,
+    entry: MethodEntry,
+    variant: str | None,
+    size: int | None,
+    ratio: float | None,
+    seed: int,
+) -> Cell:
+    match = None
+    if entry.match is not None:
+        target = spec.entry(entry.match)
+        match = Cell(entry.match, target.method, size, ratio, seed, variant).name
+    return Cell(entry.name, entry.method, size, ratio, seed, variant, match)
+
+
+def cell_dir(spec: ExperimentSpec, cell: Cell) -> Path:
+    return spec.runs_dir / cell.name

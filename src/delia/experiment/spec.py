@@ -1,0 +1,190 @@
+"""The experiment YAML: a base run config plus a grid of methods x task sizes x diverse ratios x seeds.
+
+    name: sep-json
+    out: experiments/sep-json              # results.json, report, plots, probes
+    runs: experiments/sep-json/runs        # one pipeline run directory per cell (default: {out}/runs)
+    base: configs/delia-sep-json-135m.yaml # a path, or the run config inline as a mapping
+    set: [eval.limit=24]                   # `--set`-style overrides of the base, for every cell
+    grid:
+      methods:                             # a registry name, or {name, method, set, match, ratio_free}
+        - delia
+        - {name: common_it_matched, method: common_it_matched, match: delia}
+        - {name: w/o diverse, method: delia, set: [delia.diverse=false]}
+      task_sizes: [30]                     # null: the whole task set
+      ratios: [0, 10]
+      seeds: [0, 1, 2]
+      variants: {en-is: [...], is-en: [...]}   # optional named override sets (e.g. directions)
+
+Paths in the base config are relative to the working directory, as for `delia run`; `base` itself is tried
+relative to the working directory first, then to the experiment file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from delia.config import deep_merge, parse_overrides
+from delia.errors import ConfigError
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MethodEntry(Strict):
+    name: str  # the label in tables and the cell's directory name
+    method: str  # the registry name
+    set: list[str] = Field(default_factory=list)  # extra overrides for this method's cells
+    match: str | None = None  # label of the entry whose optimizer steps this one matches (common_it_matched)
+    ratio_free: bool | None = None  # None: detected from the method's plan
+
+
+class Grid(Strict):
+    methods: list[MethodEntry]
+    task_sizes: list[int | None] = Field(default_factory=lambda: [None])
+    ratios: list[float] = Field(default_factory=lambda: [10.0])
+    seeds: list[int] = Field(default_factory=lambda: [0])
+    variants: dict[str, list[str]] = Field(default_factory=dict)
+
+    @field_validator("methods", mode="before")
+    @classmethod
+    def _entries(cls, value: Any) -> Any:
+        """A bare registry name is an entry labelled with it."""
+        if not isinstance(value, list):
+            return value
+        return [{"name": item, "method": item} if isinstance(item, str) else item for item in value]
+
+    @field_validator("ratios")
+    @classmethod
+    def _ratios(cls, value: list[float]) -> list[float]:
+        if any(r < 0 for r in value):
+            raise ValueError("ratios must be >= 0")
+        return value
+
+
+class Headline(Strict):
+    """Which slice the single-slice tables (ablations, probes, loss curves) show."""
+
+    metric: str | None = None  # default: the first of `metrics`
+    task_size: int | None = None  # default: the largest size in the grid
+    ratio: float | None = None  # default: the largest ratio in the grid
+
+
+class ProbeSpec(Strict):
+    repr: bool = True
+    keywords: list[str] = Field(default_factory=lambda: ["json", "thought"])
+    token: str = "<sep>"
+    divergent: bool = True
+    divergent_limit: int = 16
+    losscurve: bool = True
+    seeds: list[int] | None = None  # None: every seed of the grid
+    device: str = "cpu"
+
+
+class SearchSpec(Strict):
+    """`--search ratio`: golden-section search over log(1 + ratio) for one method, size and seed set."""
+
+    method: str = "delia"  # a label from grid.methods, or a registry name
+    metric: str | None = None  # default: the headline metric
+    lo: float = 0.0
+    hi: float = 64.0
+    max_evals: int = 6
+    include_bounds: bool = True  # also evaluate lo and hi (the optimum may be at an end)
+    task_size: int | None = None  # default: the headline size
+    seeds: list[int] = Field(default_factory=lambda: [0])
+    set: list[str] = Field(default_factory=list)  # e.g. a validation split of the eval data
+
+
+class ExperimentSpec(Strict):
+    name: str
+    out: str
+    runs: str | None = None
+    base: str | dict[str, Any]
+    set: list[str] = Field(default_factory=list)
+    grid: Grid
+    metrics: list[str] = Field(default_factory=lambda: ["json_format", "label_accuracy"])
+    headline: Headline = Field(default_factory=Headline)
+    probes: ProbeSpec = Field(default_factory=ProbeSpec)
+    search: SearchSpec = Field(default_factory=SearchSpec)
+    notes: list[str] = Field(default_factory=list)  # what was cut and why: printed in the report
+    source: str | None = None  # the YAML this came from (filled in by load_experiment)
+
+    @property
+    def runs_dir(self) -> Path:
+        return Path(self.runs) if self.runs else Path(self.out) / "runs"
+
+    @property
+    def headline_metric(self) -> str:
+        return self.headline.metric or self.metrics[0]
+
+    def entry(self, label: str) -> MethodEntry:
+        for entry in self.grid.methods:
+            if entry.name == label:
+                return entry
+        raise ConfigError("grid.methods", f"no method entry named {label!r}")
+
+
+def validate_entries(spec: ExperimentSpec) -> None:
+    labels = [entry.name for entry in spec.grid.methods]
+    duplicate = next((label for label in labels if labels.count(label) > 1), None)
+    if duplicate:
+        raise ConfigError("grid.methods", f"two entries are named {duplicate!r}: give them distinct names")
+    for entry in spec.grid.methods:
+        if entry.match is not None and entry.match not in labels:
+            raise ConfigError(f"grid.methods.{entry.name}.match", f"no entry named {entry.match!r}")
+        if entry.match == entry.name:
+            raise ConfigError(f"grid.methods.{entry.name}.match", "an entry cannot match itself")
+    if not spec.grid.methods or not spec.grid.seeds:
+        raise ConfigError("grid", "needs at least one method and one seed")
+
+
+def build_spec(data: dict[str, Any], source: str) -> ExperimentSpec:
+    try:
+        spec = ExperimentSpec.model_validate(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "(root)"
+        message = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+        raise ConfigError(f"{field} ({source})", message.removeprefix("Value error, ")) from None
+    validate_entries(spec)
+    return spec
+
+
+def load_experiment(path: str | Path, overrides: list[str] | None = None) -> ExperimentSpec:
+    """Read an experiment YAML; `overrides` (`grid.seeds=[0]`...) edit the experiment's own keys."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(str(path), "experiment file does not exist")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(str(path), f"invalid YAML ({err})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(str(path), "the top level must be a mapping")
+    data = deep_merge(data, parse_overrides(overrides or []))
+    data["source"] = str(path)
+    spec = build_spec(data, str(path))
+    if isinstance(spec.base, str):
+        spec.base = str(resolve_base_path(spec.base, path))
+    return spec
+
+
+def resolve_base_path(base: str, experiment_file: Path) -> Path:
+    for candidate in (Path(base), experiment_file.parent / base):
+        if candidate.is_file():
+            return candidate
+    raise ConfigError("base", f"{base} does not exist (relative to . or to {experiment_file.parent})")
+
+
+def base_data(spec: ExperimentSpec) -> dict[str, Any]:
+    """The base run config as a dict (before the experiment's own overrides)."""
+    if isinstance(spec.base, dict):
+        return dict(spec.base)
+    loaded = yaml.safe_load(Path(spec.base).read_text(encoding="utf-8")) or {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(spec.base, "the base run config must be a mapping of sections")
+    return {key: value for key, value in loaded.items() if value is not None}

@@ -1,0 +1,41 @@
+"""Per-prompt seeded sampling for batched `generate`: each row draws from its own random stream.
+
+`generate(do_sample=True)` draws every row of a batch from one global RNG, so a prompt's sample depends on
+which prompts share its batch and in what order; a resumed run, whose batches hold only what is left,
+would then sample different answers. This processor runs after transformers' own warpers (temperature,
+top-k, top-p) and picks each row's token with that row's generator (the exponential race: argmax of
+p / E, E ~ Exp(1), is a draw from p), then masks every other token so the sampler's own draw is forced.
+Hand-written because transformers has no per-row generator option.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import LogitsProcessor
+
+
+class PerRowSampler(LogitsProcessor):
+    def __init__(self, seeds: list[int]) -> None:
+        self.seeds = seeds
+        self.generators: list[torch.Generator] = []
+
+    def _streams(self, device: torch.device) -> list[torch.Generator]:
+        if not self.generators:
+            for seed in self.seeds:
+                generator = torch.Generator(device=device)
+                generator.manual_seed(seed)
+                self.generators.append(generator)
+        return self.generators
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if scores.shape[0] != len(self.seeds):
+            raise ValueError(f"{scores.shape[0]} rows but {len(self.seeds)} seeds")
+        probs = torch.softmax(scores.float(), dim=-1)
+        race = torch.empty_like(probs)
+        for row, generator in enumerate(self._streams(scores.device)):
+            race[row].exponential_(generator=generator)
+        # A zero draw would make 0/0 = NaN (which argmax prefers) for a token the warpers removed.
+        race.clamp_min_(torch.finfo(race.dtype).tiny)
+        chosen = torch.argmax(probs / race, dim=-1, keepdim=True)
+        forced = torch.full_like(scores, float("-inf"))
+        return forced.scatter_(1, chosen, 0.0)
