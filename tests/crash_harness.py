@@ -21,6 +21,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,9 +79,10 @@ class Outcome:
     first_write_s: float | None
     log: str
     delay_s: float | None = None
+    state: str = ""  # what the output directory held when the kill landed
 
     def describe(self) -> str:
-        end = "killed" if self.killed else f"exit {self.returncode}"
+        end = f"killed [{self.state}]" if self.killed else f"exit {self.returncode}"
         first = "-" if self.first_write_s is None else f"{self.first_write_s:.1f}s"
         delay = "" if self.delay_s is None else f" +{self.delay_s:.2f}s"
         return f"{end} at {self.seconds:.1f}s (first write {first}{delay})"
@@ -107,6 +109,7 @@ def run_once(
     cwd: Path,
     kill_after_first_write_s: float | None = None,
     timeout_s: float = 600.0,
+    state: Callable[[], str] | None = None,
 ) -> Outcome:
     """Run argv; with `kill_after_first_write_s`, SIGKILL it that long after it first writes under `watch`."""
     before = tree_signature(watch)
@@ -116,7 +119,7 @@ def run_once(
         log.write(f"\n$ {' '.join(argv)}\n".encode())
         log.flush()
         proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
-        killed = False
+        killed, state_at_kill = False, ""
         deadline = start + timeout_s
         kill_at: float | None = None
         while proc.poll() is None:
@@ -131,6 +134,7 @@ def run_once(
                     kill_at = now + kill_after_first_write_s
             if kill_at is not None and now >= kill_at:
                 if proc.poll() is None:  # still running: this kill lands in the middle of the work
+                    state_at_kill = state() if state is not None else ""
                     os.kill(proc.pid, signal.SIGKILL)
                     proc.wait()
                     killed = proc.returncode == -signal.SIGKILL
@@ -139,7 +143,9 @@ def run_once(
         proc.wait()
     text = log_path.read_text(encoding="utf-8", errors="replace")
     seconds = time.monotonic() - start
-    return Outcome(proc.returncode, killed, seconds, first_write, text, kill_after_first_write_s)
+    return Outcome(
+        proc.returncode, killed, seconds, first_write, text, kill_after_first_write_s, state_at_kill
+    )
 
 
 def kill_and_resume(
@@ -155,6 +161,7 @@ def kill_and_resume(
     cwd: Path,
     log_path: Path,
     timeout_s: float = 600.0,
+    state: Callable[[], str] | None = None,
 ) -> TrialReport:
     """Up to `kills` SIGKILLs, the k-th a seeded random delay in [0, window_s / k) after that attempt's first
     write (a rerun has less left to do); then one attempt that runs to the end (it must exit 0)."""
@@ -164,7 +171,14 @@ def kill_and_resume(
     for attempt in range(kills):
         delay = rng.uniform(0.0, window_s / (attempt + 1))
         outcome = run_once(
-            argv, watch, log_path, env=env, cwd=cwd, kill_after_first_write_s=delay, timeout_s=timeout_s
+            argv,
+            watch,
+            log_path,
+            env=env,
+            cwd=cwd,
+            kill_after_first_write_s=delay,
+            timeout_s=timeout_s,
+            state=state,
         )
         report.attempts.append(outcome)
         if not outcome.killed:

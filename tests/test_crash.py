@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,8 @@ from crash_harness import (
     sha256,
     tensors_close,
 )
+
+from delia.pipeline import STAGES
 
 pytestmark = pytest.mark.slow
 
@@ -71,7 +73,19 @@ def work_window(outcome: Outcome) -> float:
     return max(0.2, 0.9 * (outcome.seconds - (outcome.first_write_s or 0.0)))
 
 
-def trial(name: str, first: list[str], resume: list[str], out: Path, ref: Outcome, tmp: Path) -> TrialReport:
+def lines(path: Path) -> int:
+    return len(path.read_bytes().splitlines()) if path.exists() else 0
+
+
+def trial(
+    name: str,
+    first: list[str],
+    resume: list[str],
+    out: Path,
+    ref: Outcome,
+    tmp: Path,
+    state: Callable[[], str],
+) -> TrialReport:
     print(f"{name}: uninterrupted run {ref.describe()}")
     report = kill_and_resume(
         name,
@@ -84,6 +98,7 @@ def trial(name: str, first: list[str], resume: list[str], out: Path, ref: Outcom
         env=quiet_env(),
         cwd=tmp,
         log_path=tmp / f"{name.replace(' ', '-')}.log",
+        state=state,
     )
     print(report.line())
     SURVIVED[name] = report.kills
@@ -113,7 +128,11 @@ def test_sigkilled_synth_sample_resumes_to_the_same_answers(tiny_model_dir: Path
 
     ref_dir, crash_dir = fresh_dir(tmp_path / "ref"), fresh_dir(tmp_path / "crash")
     ref = reference(argv(ref_dir), ref_dir, tmp_path / "ref.log", tmp_path)
-    trial("synth sample", argv(crash_dir), argv(crash_dir), crash_dir, ref, tmp_path)
+
+    def state() -> str:
+        return f"{lines(crash_dir / 'diverse.cache.jsonl')}/{len(rows)} answers cached"
+
+    trial("synth sample", argv(crash_dir), argv(crash_dir), crash_dir, ref, tmp_path, state)
     assert sha256(crash_dir / "diverse.jsonl") == sha256(ref_dir / "diverse.jsonl")
     cache = read_jsonl(crash_dir / "diverse.cache.jsonl")
     keys = [row["key"] for row in cache]
@@ -144,7 +163,14 @@ def test_sigkilled_mix_rerun_writes_the_same_file(tmp_path: Path) -> None:
 
     ref_dir, crash_dir = fresh_dir(tmp_path / "ref"), fresh_dir(tmp_path / "crash")
     ref = reference(argv(ref_dir), ref_dir, tmp_path / "ref.log", tmp_path)
-    trial("mix", argv(crash_dir), argv(crash_dir), crash_dir, ref, tmp_path)
+
+    def state() -> str:
+        temps = list(crash_dir.glob(".mixed.jsonl.*.tmp"))
+        written = sum(lines(path) for path in temps)
+        final = "exists" if (crash_dir / "mixed.jsonl").exists() else "absent"
+        return f"{written} lines in the temp file, mixed.jsonl {final}"
+
+    trial("mix", argv(crash_dir), argv(crash_dir), crash_dir, ref, tmp_path, state)
     assert sha256(crash_dir / "mixed.jsonl") == sha256(ref_dir / "mixed.jsonl")
     mixed = read_jsonl(crash_dir / "mixed.jsonl")
     assert len(mixed) == 3000 * 9
@@ -187,8 +213,15 @@ def test_sigkilled_train_resumes_to_the_same_adapter(tiny_model_dir: Path, tmp_p
 
     ref_dir, crash_dir = tmp_path / "ref", tmp_path / "crash"
     ref = reference(argv(ref_dir), ref_dir, tmp_path / "ref.log", tmp_path)
+
     # The first attempt starts fresh; every rerun continues from the last checkpoint.
-    trial("train", argv(crash_dir), argv(crash_dir, "--resume"), crash_dir, ref, tmp_path)
+    def state() -> str:
+        done = (
+            sorted(p.name for p in (crash_dir / "checkpoints").glob("step-*")) if crash_dir.exists() else []
+        )
+        return f"{lines(crash_dir / 'train_log.jsonl')} steps logged, checkpoints {done}"
+
+    trial("train", argv(crash_dir), argv(crash_dir, "--resume"), crash_dir, ref, tmp_path, state)
     adapter = "adapter/adapter_model.safetensors"
     tensors_close(crash_dir / adapter, ref_dir / adapter, atol=1e-5)
     log, ref_log = read_jsonl(crash_dir / "train_log.jsonl"), read_jsonl(ref_dir / "train_log.jsonl")
@@ -245,14 +278,21 @@ def test_sigkilled_run_reruns_to_the_same_results(tiny_model_dir: Path, tmp_path
 
     ref_runs, crash_runs = fresh_dir(tmp_path / "ref"), fresh_dir(tmp_path / "crash")
     ref = reference(argv(ref_runs), ref_runs, tmp_path / "ref.log", tmp_path)
-    trial("run", argv(crash_runs), argv(crash_runs), crash_runs, ref, tmp_path)
+
+    def state() -> str:
+        run_dir = crash_runs / "tiny"
+        finished = [s for s in STAGES if (run_dir / s / "manifest.json").exists()]
+        working = [p.name for p in run_dir.glob(".*.partial")] if run_dir.exists() else []
+        return f"stages done {finished}, in progress {working}"
+
+    trial("run", argv(crash_runs), argv(crash_runs), crash_runs, ref, tmp_path, state)
     ref_dir, crash_dir = ref_runs / "tiny", crash_runs / "tiny"
     for name in ("diversify/task.jsonl", "sample/diverse.jsonl", "mix/mixed.jsonl", "predictions.jsonl"):
         assert sha256(crash_dir / name) == sha256(ref_dir / name), name
     tensors_close(
         crash_dir / "adapter/adapter_model.safetensors", ref_dir / "adapter/adapter_model.safetensors"
     )
-    for stage in ("task", "diversify", "sample", "mix", "train", "eval"):
+    for stage in STAGES:
         manifest = json.loads((crash_dir / stage / "manifest.json").read_text())
         ref_manifest = json.loads((ref_dir / stage / "manifest.json").read_text())
         assert manifest["hash"] == ref_manifest["hash"], stage

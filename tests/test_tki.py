@@ -132,7 +132,7 @@ def test_batched_latent_forward_equals_a_per_example_loop() -> None:
     batched = bank(x, Routing(index, weight))
     for b in range(4):
         delta_w = sum(
-            weight[b, j] * bank.up[index[b, j]] @ bank.down[index[b, j]] for j in range(index.shape[1])
+            weight[b, j] * bank.up[index[b, j]].T @ bank.down[index[b, j]] for j in range(index.shape[1])
         )
         expected = x[b] @ (2.0 * delta_w).T
         assert torch.allclose(batched[b], expected, atol=1e-5)
@@ -184,7 +184,7 @@ def test_model_forward_with_latents_matches_explicit_weight_merge(tiny_model, to
             for name in spec.targets:
                 bank = adapter.banks[name.replace(".", "__")]
                 delta = sum(
-                    routing.weight[b, j] * bank.up[routing.index[b, j]] @ bank.down[routing.index[b, j]]
+                    routing.weight[b, j] * bank.up[routing.index[b, j]].T @ bank.down[routing.index[b, j]]
                     for j in range(routing.index.shape[1])
                 )
                 merged_modules[name].weight.copy_(modules[name].weight + bank.scaling * delta)
@@ -212,8 +212,12 @@ def test_router_reads_the_last_user_turn_and_uses_training_groups(tiny_model, to
     assert (adapter.current.index[0, :2] // 4 == 2).all()  # example 0 retrieves inside its group 2
     assert adapter.unknown_in_training == 1  # the second text was never assigned a group
     tiny_model.eval()
+    tiny_model(**batch)  # inference, "best": top-k inside the group of the single most similar key
+    best = adapter.current.index
+    assert best.shape[1] == 2 and (best[:, 0] // 4 == best[:, 1] // 4).all()
+    adapter.spec.inference_groups = "all"
     tiny_model(**batch)
-    assert adapter.current.index.shape[1] == 3 * 2  # inference: every group contributes
+    assert adapter.current.index.shape[1] == 3 * 2  # "all": every group contributes its top-k
 
 
 def test_generation_keeps_the_prompt_routing_while_decoding(tiny_model, tokenizer) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -47,6 +48,25 @@ class BackendConfig(Section):
     concurrency: int = 4
     timeout_s: float = 120.0
     batch_size: int = 16
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _a_name_not_a_key(cls, value: str | None) -> str | None:
+        # A key pasted here would be written into run configs and manifests: refuse it, without echoing it.
+        if value is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+            raise ValueError(
+                "must be the NAME of an environment variable holding the key (e.g. OPENAI_API_KEY), "
+                "not the key itself"
+            )
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _no_credentials_in_url(cls, value: str | None) -> str | None:
+        if value is not None and "@" in value.split("://", 1)[-1].split("/", 1)[0]:
+            message = "must not hold credentials (user:key@host); name the key's variable in api_key_env"
+            raise ValueError(message)
+        return value
 
 
 class SamplingConfig(Section):
@@ -197,7 +217,7 @@ class TkiOptions(Section):
     rank: int = 4  # rank of each latent increment (groups * latents of them per target linear)
     weighting: Literal["cosine", "softmax"] = "cosine"  # D_j: clamped cosine, or softmax(cosine / temperature)
     temperature: float = 0.05
-    inference_groups: Literal["all", "best"] = "all"  # unseen inputs: average every group, or the best one
+    inference_groups: Literal["all", "best"] = "best"  # unseen inputs: the best key's group, or all averaged
     pcgrad: bool = True  # resolve conflicts between the task loss and the KR objective (False: plain sum)
 
 

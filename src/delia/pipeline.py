@@ -28,7 +28,7 @@ import yaml
 from delia.config import RunConfig
 from delia.data.example import Example, content_id
 from delia.data.io import read_examples, write_json, write_jsonl
-from delia.errors import ConfigError
+from delia.errors import ConfigError, DataError
 from delia.methods import get_method
 from delia.methods.base import Plan
 
@@ -222,6 +222,7 @@ def run(config: RunConfig, *, log: Log | None = None) -> Path:
     if method.tasks and task and task[0].meta.get("task") not in method.tasks:
         raise ConfigError("method", f"{config.method} supports only {', '.join(method.tasks)} tasks")
     plan = method.plan(config, task)
+    check_special_tokens(config, plan.special_tokens, task)
     effective = effective_config(config, plan)
     (run_dir / "plan.json").write_text(json.dumps(plan_summary(plan, effective), indent=2) + "\n")
     task = stage_diversify(state, plan, task)
@@ -236,6 +237,34 @@ def run(config: RunConfig, *, log: Log | None = None) -> Path:
         stage_eval(state, plan, effective, adapter, evals)
     write_summary(run_dir)
     return run_dir
+
+
+def check_special_tokens(config: RunConfig, tokens: list[str], task: list[Example]) -> None:
+    """Every task prompt must hold each special token the plan trains: a token no prompt holds is never
+    trained, and the run would quietly measure nothing."""
+    for token in tokens:
+        for index, example in enumerate(task):
+            if any(token in turn["content"] for turn in example.prompt_messages):
+                continue
+            message = (
+                f"the task instruction does not contain {token!r}, the special token tokens.add declares "
+                f"(method {config.method}); put it in every task instruction, or set tokens.add: []"
+            )
+            line = task_file_line(config, index)
+            if line is not None:
+                raise DataError(config.task.train, line, message)
+            raise ConfigError("tokens.add", f"task example {index + 1} of {len(task)}: {message}")
+
+
+def task_file_line(config: RunConfig, index: int) -> int | None:
+    """The line task example `index` starts on, when the task file is taken whole (no builder, no size)."""
+    cfg = config.task
+    if cfg.builder or not cfg.train or cfg.size is not None:
+        return None
+    from delia.data.io import iter_json_records
+
+    lines = (line for position, (line, _) in enumerate(iter_json_records(cfg.train)) if position == index)
+    return next(lines, None)
 
 
 def effective_config(config: RunConfig, plan: Plan) -> RunConfig:

@@ -178,7 +178,8 @@ def _probe_cell(row: dict[str, Any] | None, digits: int) -> str:
         return MISSING
     ci = "" if row["ci_low"] is None else f" [{row['ci_low']:.{digits}f}, {row['ci_high']:.{digits}f}]"
     block = f", block {row['block']}" if "block" in row else ""
-    return f"{row['mean']:.{digits}f}{ci} ({row['n_seeds']} seeds{block})"
+    seeds = "1 seed" if row["n_seeds"] == 1 else f"{row['n_seeds']} seeds"
+    return f"{row['mean']:.{digits}f}{ci} ({seeds}{block})"
 
 
 def table_divergent(doc: Document, probes: dict[str, Any] | None) -> bool:

@@ -3,8 +3,9 @@
 A finished cell leaves `cell.json` in its run directory (the config hash it ran with and its metrics); a
 cell whose `cell.json` matches the config it would run now is skipped without even calling the pipeline.
 Anything else goes through `delia.pipeline.run`, whose own stage cache resumes a half-finished cell.
-Cells that share (variant, task size, seed) also share the diversified task set: a finished sibling's
-`diversify/` stage is copied in before the run (the pipeline recomputes it if its hash differs).
+Cells that share (variant, task size, seed) also share model-generated data: a finished sibling's
+`diversify/` and `sample/` stages are copied in before the run; the pipeline uses a copy only when its
+hash is the one it would compute (same model, options, task data and number of answers), else recomputes.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from delia.experiment.grid import Cell, cell_config, cell_dir, config_hash
 from delia.experiment.spec import ExperimentSpec
 
 CELL_FILE = "cell.json"
-SHARED_STAGES = ("diversify",)
+SHARED_STAGES = ("diversify", "sample")
 Log = Callable[[str], None]
 
 

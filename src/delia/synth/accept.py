@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 from typing import Any
 
 LEXICAL_MIN = 0.35  # share of the original's content-word stems the rewrite must keep (no embedder)
 LENGTH_RATIO = (0.3, 3.0)  # rewrite length / original length, in characters
+NEAR_COPY = 0.95  # word-sequence similarity above which a rewrite is the original with a trivial edit
 STOPWORDS = frozenset(
     [
         "the",
@@ -81,6 +83,11 @@ def form_problem(original: str, rewrite: str, keep_tokens: list[str], others: li
         return "length"
     if normalise(rewrite) == normalise(original):
         return "unchanged"
+    if (
+        difflib.SequenceMatcher(None, normalise(original).split(), normalise(rewrite).split()).ratio()
+        > NEAR_COPY
+    ):
+        return "near_copy"
     if any(normalise(rewrite) == normalise(other) for other in others):
         return "duplicate"
     return None

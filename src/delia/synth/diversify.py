@@ -21,7 +21,14 @@ from delia.data.example import Example
 from delia.data.io import write_json, write_jsonl
 from delia.errors import ConfigError
 from delia.synth.accept import MeaningCheck, form_problem, normalise
-from delia.synth.axes import axis_kind, check_axes, clean_rewrite, pick_direction, rewrite_prompt
+from delia.synth.axes import (
+    axis_kind,
+    axis_problem,
+    check_axes,
+    clean_rewrite,
+    pick_direction,
+    rewrite_prompt,
+)
 from delia.synth.backends.base import Backend
 from delia.synth.locate import InstructionSpan, locate_instruction
 from delia.synth.rules import rule_rewrite
@@ -107,7 +114,9 @@ class Judge:
     def __call__(self, candidates: list[tuple[Slot, str]], method: str, ledger: AxisLedger) -> None:
         originals = [self.spans[slot.example].instruction for slot, _ in candidates]
         reasons = [
-            form_problem(o, t, self.keep_tokens, []) for o, (_, t) in zip(originals, candidates, strict=True)
+            form_problem(original, text, self.keep_tokens, [])
+            or axis_problem(slot.axis, slot.direction, original, text)
+            for original, (slot, text) in zip(originals, candidates, strict=True)
         ]
         scored = [i for i, reason in enumerate(reasons) if reason is None]
         scores = dict(

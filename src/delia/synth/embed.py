@@ -39,7 +39,7 @@ class Embedder:
         from transformers import AutoModel, AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-        self.model = AutoModel.from_pretrained(str(model_dir)).to(device).eval()
+        self.model = AutoModel.from_pretrained(str(model_dir), use_safetensors=True).to(device).eval()
         self.device = device
 
     def encode(self, texts: list[str], batch_size: int = 64) -> torch.Tensor:

@@ -74,6 +74,11 @@ def load_adapter_model(
     adapter_dir = Path(adapter_dir)
     if not (adapter_dir / "adapter_config.json").exists():
         raise DeliaError(f"{adapter_dir} is not an adapter directory (no adapter_config.json)")
+    if not (adapter_dir / "adapter_model.safetensors").exists():
+        raise DeliaError(
+            f"{adapter_dir} has no adapter_model.safetensors: only safetensors adapters are loaded "
+            "(a pickled adapter_model.bin could run code when unpickled)"
+        )
     from peft import PeftModel
     from transformers import AutoTokenizer
 

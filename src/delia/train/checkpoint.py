@@ -103,5 +103,5 @@ def restore_checkpoint(path: Path, model: Any, optimizer: Any, scheduler: Any) -
             params[name].copy_(tensor)
     optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True))
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
-    set_rng_state(torch.load(path / "rng.pt", weights_only=False))  # python's RNG state is a plain tuple
+    set_rng_state(torch.load(path / "rng.pt", weights_only=True))  # tensors and python's tuple of ints
     return json.loads((path / "state.json").read_text())

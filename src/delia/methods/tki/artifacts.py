@@ -68,7 +68,10 @@ def attach_saved_latents(model: Any, tokenizer: Any, adapter_dir: str | Path, de
     weights = Path(adapter_dir) / WEIGHTS
     if not weights.exists():
         raise DeliaError(f"{weights} is missing: the TKI artefact is incomplete")
-    missing, unexpected = adapter.load_tensors(load_file(str(weights)))
+    try:
+        missing, unexpected = adapter.load_tensors(load_file(str(weights)))
+    except RuntimeError as err:  # shape mismatches
+        raise DeliaError(f"{weights}: does not match its tki.json ({str(err).splitlines()[0]})") from None
     if missing or unexpected:
         raise DeliaError(
             f"{weights}: does not match its tki.json (missing {missing[:3]}, unexpected {unexpected[:3]})"

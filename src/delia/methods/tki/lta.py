@@ -49,7 +49,7 @@ class LatentSpec:
     encoder: str  # the encoder actually used (the cache and the saved artefact name it)
     weighting: Weighting = "cosine"
     temperature: float = 0.05
-    inference_groups: InferenceGroups = "all"
+    inference_groups: InferenceGroups = "best"
     seed: int = 0
     targets: dict[str, list[int]] = field(default_factory=dict)  # module name -> [in_features, out_features]
 
@@ -58,7 +58,8 @@ class LatentSpec:
 
 
 class LatentBank(nn.Module):
-    """The groups * latents increments of one linear layer: down (A) and up (B) stacked."""
+    """The groups * latents increments of one linear layer: down[j] = A_j (rank x in) and up[j] = B_j^T
+    (rank x out, stored transposed so a gathered selection is one contiguous (K*rank, out) matrix)."""
 
     def __init__(
         self, n_latents: int, in_features: int, out_features: int, rank: int, scaling: float
@@ -68,16 +69,31 @@ class LatentBank(nn.Module):
         # The issue's init, the reverse of LoRA's: A = 0 keeps the start at the base model, and since B != 0
         # the gradient reaches A at once (dL/dA = B^T g x^T); B starts moving once A x is non-zero.
         self.down = nn.Parameter(torch.zeros(n_latents, rank, in_features))
-        self.up = nn.Parameter(torch.randn(n_latents, out_features, rank) / rank)
+        self.up = nn.Parameter(torch.randn(n_latents, rank, out_features) / rank)
 
     def forward(self, x: torch.Tensor, routing: Routing) -> torch.Tensor:
-        down = self.down[routing.index]  # (batch, K, rank, in)
-        up = self.up[routing.index]  # (batch, K, out, rank)
-        flat = x.reshape(x.shape[0], -1, x.shape[-1])  # (batch, tokens, in)
-        hidden = torch.einsum("bti,bkri->btkr", flat.to(down.dtype), down)
-        hidden = hidden * routing.weight.to(hidden.dtype)[:, None, :, None]
-        delta = torch.einsum("btkr,bkor->bto", hidden, up) * self.scaling
+        """x (batch, ..., in) -> sum_k w_{b,k} * scaling * B_k A_k x, with row b's own K latents."""
+        down, up = self._selection(routing)
+        flat = x.reshape(down.shape[0], -1, x.shape[-1]).to(down.dtype)  # (batch, tokens, in)
+        delta = torch.bmm(torch.bmm(flat, down.transpose(1, 2)), up)
         return delta.reshape(*x.shape[:-1], delta.shape[-1])
+
+    def _selection(self, routing: Routing) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each row's gathered A (batch, K*rank, in) and weighted B^T (batch, K*rank, out).
+
+        Without autograd (generation) the selection is kept while the routing object is the same, so the
+        decoding steps after a prefill do not gather again.
+        """
+        cached = getattr(self, "_cached", None)
+        if cached is not None and cached[0] is routing and not torch.is_grad_enabled():
+            return cached[1], cached[2]
+        batch, k = routing.index.shape
+        rank = self.down.shape[1]
+        down = self.down[routing.index].reshape(batch, k * rank, -1)
+        weight = (routing.weight * self.scaling).to(self.up.dtype).repeat_interleave(rank, dim=1)
+        up = self.up[routing.index].reshape(batch, k * rank, -1) * weight.unsqueeze(-1)
+        self._cached = None if torch.is_grad_enabled() else (routing, down, up)
+        return down, up
 
 
 class LatentAdapter(nn.Module):

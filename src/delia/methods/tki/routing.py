@@ -80,7 +80,7 @@ def retrieve(
     top_k: int,
     weighting: Weighting = "cosine",
     temperature: float = 0.05,
-    inference_groups: InferenceGroups = "all",
+    inference_groups: InferenceGroups = "best",
 ) -> Routing:
     """Top-k keys by cosine for each embedding (batch, dim).
 

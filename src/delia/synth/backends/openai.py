@@ -130,9 +130,10 @@ class OpenAIBackend:
         for attempt in range(self.max_retries + 1):
             try:
                 with urllib.request.urlopen(self._request(payload), timeout=self.timeout_s) as response:
-                    return parse_completion(json.loads(response.read().decode("utf-8")), self.url)
+                    text = self._redact(response.read().decode("utf-8"))
+                return parse_completion(json.loads(text), self.url)
             except urllib.error.HTTPError as err:
-                detail = err.read().decode("utf-8", "replace")[:200]
+                detail = self._redact(err.read().decode("utf-8", "replace"))[:200]
                 if err.code not in RETRY_STATUSES or attempt == self.max_retries:
                     raise DeliaError(f"{self.url} answered HTTP {err.code}: {detail}") from None
                 time.sleep(self._delay(attempt, err.headers.get("Retry-After")))
@@ -147,6 +148,10 @@ class OpenAIBackend:
             except json.JSONDecodeError:
                 raise DeliaError(f"{self.url} answered with something that is not JSON") from None
         raise AssertionError("unreachable")
+
+    def _redact(self, text: str) -> str:
+        """A server may echo the request's headers in an error body: the key never reaches a message."""
+        return text.replace(self._api_key, "***") if self._api_key else text
 
     def _delay(self, attempt: int, retry_after: str | None) -> float:
         if retry_after:
