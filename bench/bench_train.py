@@ -122,6 +122,9 @@ class DeliaSide:
     def order(self) -> list[int]:
         return [i for step in self.trainer.plan.steps for i in step]
 
+    def close(self) -> None:
+        self._steps.close()  # leaves the training contexts (packed attention, bf16 weight copies)
+
     def train(self, n_steps: int) -> None:
         for _ in range(n_steps):
             step = next(self._steps, None)
@@ -302,6 +305,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1, help="first steps of each trainer left untimed")
     parser.add_argument("--max-steps", type=int, default=None, help="cap both runs (default: one epoch)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--eval-examples", type=int, default=None, help="final loss on the first N (default: all)"
+    )
     parser.add_argument("--out", type=Path, default=RESULT)
     args = parser.parse_args()
     load_start = os.getloadavg()
@@ -342,15 +348,17 @@ def main() -> None:
     trl.train()
     watch.owner = "delia"
     delia.train(len(delia.trainer.plan))  # whatever is left if TRL ran fewer steps
+    delia.close()
     memory = watch.stop()
     losses = [row["loss"] for row in trl.state.log_history if "loss" in row]
     for record, loss in zip(trl_records, losses, strict=False):
         record["loss"] = loss
 
     tokenizer = delia.trainer.tokenizer
+    scored = examples[: args.eval_examples]
     final = {
-        "delia": mean_loss(delia.trainer.model, tokenizer, examples),
-        "trl": mean_loss(trl.model, tokenizer, examples),
+        "delia": mean_loss(delia.trainer.model, tokenizer, scored),
+        "trl": mean_loss(trl.model, tokenizer, scored),
     }
     base = delia.trainer.model.get_base_model()
     hidden, vocab = base.config.hidden_size, base.get_output_embeddings().weight.shape[0]
@@ -396,6 +404,7 @@ def main() -> None:
             "segment": args.segment,
             "untimed_warmup_steps": args.warmup,
             "seed": args.seed,
+            "final_loss_examples": len(scored),
             "useful_flops": "4 x non-embedding params x real tokens + 4 x hidden x vocab x label tokens",
         },
         "matmul_peak_gflop_per_s": peaks,

@@ -110,6 +110,7 @@ def run_once(
     kill_after_first_write_s: float | None = None,
     timeout_s: float = 600.0,
     state: Callable[[], str] | None = None,
+    ready: Callable[[], bool] | None = None,
 ) -> Outcome:
     """Run argv; with `kill_after_first_write_s`, SIGKILL it that long after it first writes under `watch`."""
     before = tree_signature(watch)
@@ -130,8 +131,10 @@ def run_once(
                 raise TimeoutError(f"{argv} ran past {timeout_s} s; log: {log_path}")
             if first_write is None and tree_signature(watch) != before:
                 first_write = now - start
-                if kill_after_first_write_s is not None:
-                    kill_at = now + kill_after_first_write_s
+            # The countdown starts at the first write, or when `ready` says the aimed-at work has begun.
+            armed = first_write is not None if ready is None else ready()
+            if kill_at is None and armed and kill_after_first_write_s is not None:
+                kill_at = now + kill_after_first_write_s
             if kill_at is not None and now >= kill_at:
                 if proc.poll() is None:  # still running: this kill lands in the middle of the work
                     state_at_kill = state() if state is not None else ""
@@ -162,14 +165,17 @@ def kill_and_resume(
     log_path: Path,
     timeout_s: float = 600.0,
     state: Callable[[], str] | None = None,
+    aim: list[Callable[[], bool]] | None = None,
 ) -> TrialReport:
     """Up to `kills` SIGKILLs, the k-th a seeded random delay in [0, window_s / k) after that attempt's first
-    write (a rerun has less left to do); then one attempt that runs to the end (it must exit 0)."""
+    write (a rerun has less left to do), or in [0, window_s) after `aim[k]()` turns true (a kill aimed at a
+    given piece of work); then one attempt that runs to the end (it must exit 0)."""
     rng = random.Random(f"{seed}:{command}")
     report = TrialReport(command)
     argv = first_argv
     for attempt in range(kills):
-        delay = rng.uniform(0.0, window_s / (attempt + 1))
+        ready = aim[attempt] if aim is not None and attempt < len(aim) else None
+        delay = rng.uniform(0.0, window_s if ready is not None else window_s / (attempt + 1))
         outcome = run_once(
             argv,
             watch,
@@ -179,6 +185,7 @@ def kill_and_resume(
             kill_after_first_write_s=delay,
             timeout_s=timeout_s,
             state=state,
+            ready=ready,
         )
         report.attempts.append(outcome)
         if not outcome.killed:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -33,8 +34,6 @@ from crash_harness import (
 )
 
 from delia.pipeline import STAGES
-
-pytestmark = pytest.mark.slow
 
 KILLS = int(os.environ.get("DELIA_CRASH_KILLS", "3"))
 SEED = int(os.environ.get("DELIA_CRASH_SEED", "0"))
@@ -85,6 +84,8 @@ def trial(
     ref: Outcome,
     tmp: Path,
     state: Callable[[], str],
+    aim: list[Callable[[], bool]] | None = None,
+    window: float | None = None,
 ) -> TrialReport:
     print(f"{name}: uninterrupted run {ref.describe()}")
     report = kill_and_resume(
@@ -94,11 +95,12 @@ def trial(
         out,
         kills=KILLS,
         seed=SEED,
-        window_s=work_window(ref),
+        window_s=window or work_window(ref),
         env=quiet_env(),
         cwd=tmp,
         log_path=tmp / f"{name.replace(' ', '-')}.log",
         state=state,
+        aim=aim,
     )
     print(report.line())
     SURVIVED[name] = report.kills
@@ -110,6 +112,7 @@ def trial(
 # ------------------------------------------------------------------------------------ synth sample
 
 
+@pytest.mark.slow
 def test_sigkilled_synth_sample_resumes_to_the_same_answers(tiny_model_dir: Path, tmp_path: Path) -> None:
     topics = ["the sea", "a city at night", "bread", "rain", "chess", "the moon", "trains", "bees"]
     rows = [
@@ -144,6 +147,7 @@ def test_sigkilled_synth_sample_resumes_to_the_same_answers(tiny_model_dir: Path
 # --------------------------------------------------------------------------------------------- mix
 
 
+@pytest.mark.slow
 def test_sigkilled_mix_rerun_writes_the_same_file(tmp_path: Path) -> None:
     filler = " ".join(["word"] * 40)
     task = write_rows(
@@ -165,8 +169,8 @@ def test_sigkilled_mix_rerun_writes_the_same_file(tmp_path: Path) -> None:
     ref = reference(argv(ref_dir), ref_dir, tmp_path / "ref.log", tmp_path)
 
     def state() -> str:
-        temps = list(crash_dir.glob(".mixed.jsonl.*.tmp"))
-        written = sum(lines(path) for path in temps)
+        temps = sorted(crash_dir.glob(".mixed.jsonl.*.tmp"), key=lambda path: path.stat().st_mtime)
+        written = lines(temps[-1]) if temps else 0  # the newest: this attempt's
         final = "exists" if (crash_dir / "mixed.jsonl").exists() else "absent"
         return f"{written} lines in the temp file, mixed.jsonl {final}"
 
@@ -201,6 +205,7 @@ def train_config(tmp_path: Path, model_dir: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_sigkilled_train_resumes_to_the_same_adapter(tiny_model_dir: Path, tmp_path: Path) -> None:
     rows = [
         user_assistant(f"Extract the fields of record {i} as <sep>.", f'{{"id": {i}}}') for i in range(64)
@@ -270,6 +275,7 @@ def run_config(tmp_path: Path, model_dir: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_sigkilled_run_reruns_to_the_same_results(tiny_model_dir: Path, tmp_path: Path) -> None:
     config = run_config(tmp_path, tiny_model_dir)
 
@@ -285,7 +291,19 @@ def test_sigkilled_run_reruns_to_the_same_results(tiny_model_dir: Path, tmp_path
         working = [p.name for p in run_dir.glob(".*.partial")] if run_dir.exists() else []
         return f"stages done {finished}, in progress {working}"
 
-    trial("run", argv(crash_runs), argv(crash_runs), crash_runs, ref, tmp_path, state)
+    # Each kill is aimed at a stage (drawn with the seed, in pipeline order): it lands a random moment after
+    # that stage's partial directory appears, so kills reach sampling, training and eval, not just startup.
+    run_dir = crash_runs / "tiny"
+    stages = ["diversify", "sample", "mix", "train", "eval"]
+    targets = sorted(random.Random(SEED).sample(stages, min(KILLS, len(stages))), key=stages.index)
+    aim = [
+        lambda stage=stage: (
+            (run_dir / f".{stage}.partial").exists() or (run_dir / stage / "manifest.json").exists()
+        )
+        for stage in targets
+    ]
+    print(f"run: kills aimed at {targets}")
+    trial("run", argv(crash_runs), argv(crash_runs), crash_runs, ref, tmp_path, state, aim, window=2.0)
     ref_dir, crash_dir = ref_runs / "tiny", crash_runs / "tiny"
     for name in ("diversify/task.jsonl", "sample/diverse.jsonl", "mix/mixed.jsonl", "predictions.jsonl"):
         assert sha256(crash_dir / name) == sha256(ref_dir / name), name
@@ -300,3 +318,27 @@ def test_sigkilled_run_reruns_to_the_same_results(tiny_model_dir: Path, tmp_path
     steps = [row["step"] for row in read_jsonl(crash_dir / "train_log.jsonl")]
     assert steps == list(range(1, len(steps) + 1)) and steps
     assert not leftover_temps(crash_dir), leftover_temps(crash_dir)
+
+
+# ------------------------------------------------------------------------- refused before any work
+
+
+def test_a_run_refuses_task_instructions_without_the_declared_token(tmp_path: Path) -> None:
+    from delia.config import build_config
+    from delia.data import read_examples
+    from delia.errors import ConfigError, DataError
+    from delia.pipeline import check_special_tokens, run
+
+    rows = [
+        user_assistant("Extract the fields as <sep>.", "{}"),
+        user_assistant("Extract the fields as JSON.", "{}"),
+    ]
+    task = write_rows(tmp_path / "nosep.jsonl", rows)
+    config = build_config({"run_dir": str(tmp_path / "runs"), "task": {"train": str(task)}})
+    with pytest.raises(DataError, match=r"nosep\.jsonl:2: the task instruction does not contain '<sep>'"):
+        run(config, log=lambda line: None)  # refused before any model is loaded or stage is sampled
+    assert not (tmp_path / "runs" / "run" / "sample").exists()
+    sized = build_config({"task": {"train": str(task), "size": 2}})  # a sampled task has no line of its own
+    with pytest.raises(ConfigError, match=r"tokens\.add.*task example 2 of 2"):
+        check_special_tokens(sized, ["<sep>"], read_examples(task))
+    check_special_tokens(sized, [], read_examples(task))  # a method that trains no token checks nothing

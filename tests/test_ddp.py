@@ -17,8 +17,6 @@ import pytest
 import yaml
 from crash_harness import delia_argv, quiet_env, read_jsonl, tensors_close
 
-pytestmark = pytest.mark.slow
-
 ROOT = Path(__file__).resolve().parents[1]
 CPU_DDP = ROOT / "configs" / "accelerate" / "cpu-ddp.yaml"
 
@@ -72,6 +70,7 @@ def run(argv: list[str], cwd: Path) -> str:
     return done.stdout
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_match_one_process(job: tuple[Path, Path], tmp_path: Path) -> None:
     data, config = job
     train = ["train", "--data", str(data), "--config", str(config), "--json"]
@@ -91,3 +90,37 @@ def test_two_gloo_processes_match_one_process(job: tuple[Path, Path], tmp_path: 
     # Without the gradient all-reduce each rank would step on half the batch: far beyond this tolerance.
     adapter = "adapter/adapter_model.safetensors"
     tensors_close(tmp_path / "two" / adapter, tmp_path / "one" / adapter, atol=1e-5)
+
+
+def test_every_accelerate_config_loads() -> None:
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    kinds = {
+        path.name: load_config_from_file(str(path)).distributed_type.value
+        for path in sorted(CPU_DDP.parent.glob("*.yaml"))
+    }
+    assert kinds == {
+        "cpu-ddp.yaml": "MULTI_GPU",  # MULTI_GPU starts one process per rank; the ranks run on the CPU
+        "ddp.yaml": "MULTI_GPU",
+        "deepspeed-zero2.yaml": "DEEPSPEED",
+        "deepspeed-zero3.yaml": "DEEPSPEED",
+        "fsdp.yaml": "FSDP",
+    }
+
+
+@pytest.mark.parametrize("kind", ["FSDP", "DEEPSPEED"])
+def test_sharded_training_is_refused_not_run_wrong(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import accelerate
+    from accelerate.utils import DistributedType
+
+    from delia.errors import DeliaError
+    from delia.train.runtime import Runtime
+
+    class Sharded:
+        def __init__(self, cpu: bool) -> None:
+            self.distributed_type = DistributedType(kind)
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(accelerate, "Accelerator", Sharded)
+    with pytest.raises(DeliaError, match=f"{kind} is not supported yet"):
+        Runtime.create("cpu")

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from delia.errors import ConfigError
+from delia.errors import ConfigError, DeliaError
 from delia.experiment import expand, run_experiment
 from delia.experiment.grid import Cell, cell_config
 from delia.experiment.results import summarise, t_interval
@@ -105,8 +105,10 @@ def test_a_ratio_the_method_rejects_is_skipped_with_its_reason(tmp_path: Path, t
 
 def test_spec_errors_name_the_field(tmp_path: Path, tiny_model_dir: Path) -> None:
     with pytest.raises(ConfigError, match="no entry named"):
-        tiny_spec(tmp_path, tiny_model_dir, methods=[{"name": "m", "method": "common_it_matched", "match": "x"}])
-    with pytest.raises(ConfigError, match="grid.bogus"):
+        tiny_spec(
+            tmp_path, tiny_model_dir, methods=[{"name": "m", "method": "common_it_matched", "match": "x"}]
+        )
+    with pytest.raises(ConfigError, match=r"grid\.bogus"):
         tiny_spec(tmp_path, tiny_model_dir, bogus=1)
     with pytest.raises(ConfigError, match="two entries"):
         tiny_spec(tmp_path, tiny_model_dir, methods=["delia", "delia"])
@@ -208,7 +210,9 @@ def test_results_json_has_cells_and_summary_with_cis(finished: tuple[Any, dict[s
     for item in results["summary"]:
         assert {"method", "task_size", "ratio", "metric", "mean", "ci_low", "ci_high", "n_seeds"} <= set(item)
         assert item["n_seeds"] == 2 and item["ci_low"] <= item["mean"] <= item["ci_high"]
-    matched = [c for c in results["cells"] if c["method"] == "common_it_matched" and c["metric"] == "json_format"]
+    matched = [
+        c for c in results["cells"] if c["method"] == "common_it_matched" and c["metric"] == "json_format"
+    ]
     delia = {(c["ratio"], c["seed"]): c for c in results["cells"] if c["method"] == "delia"}
     for cell in matched:
         assert cell["train_steps"] == delia[(cell["ratio"], cell["seed"])]["train_steps"]
@@ -301,3 +305,20 @@ def test_ratio_search_runs_end_to_end_on_a_fake_objective(
     assert saved["argmax"]["ratio"] == 3 and (Path(spec.out) / "search.png").exists()
     md, _ = write_report(Path(spec.out))
     assert "Best ratio: **3**" in md.read_text()
+
+
+def test_recheck_reruns_a_cell_from_scratch_and_compares(finished: tuple[Any, dict[str, Any]]) -> None:
+    from delia.experiment.recheck import recheck_cell
+    from delia.experiment.report import write_report
+
+    spec, results = finished
+    name = next(r["cell"] for r in results["cells"] if r["method"] == "icl")
+    report = recheck_cell(spec, name, log=lambda line: None)
+    assert Path(report["run_dir"]).name == f"recheck__{name}"
+    assert {c["metric"] for c in report["checks"]} == {"json_format", "label_accuracy"}
+    for check in report["checks"]:  # greedy decoding of the same model: the same answers
+        assert check["rerun"] == check["stored"] and check["within_summary_ci"]
+    md, _ = write_report(Path(spec.out))
+    assert "Reproducibility check" in md.read_text()
+    with pytest.raises(DeliaError, match="no finished cell"):
+        recheck_cell(spec, "nope", log=lambda line: None)

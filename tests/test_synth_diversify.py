@@ -52,12 +52,13 @@ class ScriptedRewriter:
         outputs = []
         for prompt in prompts:
             self.prompts.append(prompt)
-            original = prompt[-1]["content"].removeprefix("Rewrite: ")
+            original = prompt[-1]["content"].split("\n", 1)[1][1:-1]  # Rewrite this instruction:\n"..."
             behaviour = self.behaviours[self.calls % len(self.behaviours)]
             self.calls += 1
             outputs.append(
                 {
-                    "good": f'Here is the rewritten instruction: "Kindly {original[0].lower()}{original[1:]}"',  # noqa: E501
+                    "good": f'Here is the rewritten instruction: "Please {original[0].lower()}{original[1:]} '
+                    'Thank you very much for your careful help."',
                     "drop": original.replace("<sep>", "the"),
                     "same": original,
                     "garbage": "I like turtles and sunny weather. <sep>",

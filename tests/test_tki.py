@@ -261,6 +261,21 @@ def test_a_bf16_deep_copy_of_the_model_carries_its_own_working_latents(tiny_mode
     assert (with_latents - original).abs().max() < (without - original).abs().max()
 
 
+def test_segments_for_left_padded_prompts_and_position_packed_rows() -> None:
+    from delia.methods.tki.segments import find_segments
+
+    mask = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]])
+    left = find_segments((2, 4), attention_mask=mask)
+    assert left.row_aligned and left.token_segment.tolist() == [[-1, -1, 0, 0], [1, 1, 1, 1]]
+    packed = find_segments((1, 6), position_ids=torch.tensor([[0, 1, 2, 0, 1, 0]]))
+    assert not packed.row_aligned and packed.count == 3
+    assert packed.token_segment.tolist() == [[0, 0, 0, 1, 1, 2]]
+    assert packed.token_lists(torch.tensor([[5, 6, 7, 8, 9, 10]])) == [[5, 6, 7], [8, 9], [10]]
+    gather, valid, scatter = packed.layout()
+    assert gather.tolist() == [[0, 1, 2], [3, 4, 0], [5, 0, 0]]
+    assert valid.sum().item() == 6 and scatter.tolist() == [0, 1, 2, 3, 4, 6]
+
+
 # ----------------------------------------------------------------------------------------- encoder cache
 
 
@@ -275,6 +290,28 @@ def test_encoder_cache_survives_a_restart(tmp_path) -> None:
     assert again.inner.calls == 0
     assert torch.equal(second, first[[1, 0]])
     again.close()
+
+
+def test_minilm_falls_back_to_the_base_model_encoder_with_a_warning(
+    tiny_model, tokenizer, monkeypatch
+) -> None:
+    from delia.methods.tki import encoder
+
+    monkeypatch.setattr(encoder, "_minilm_path", lambda: None)
+    with pytest.warns(UserWarning, match="encoding with the base model"):
+        fallback = encoder.make_encoder(encoder.MINILM, tiny_model, tokenizer, cache_dir=None)
+    assert isinstance(fallback.inner, encoder.BaseModelEncoder) and fallback.dim == 64
+    vectors = fallback.encode(["one text", "another text"])
+    assert vectors.shape == (2, 64) and not torch.allclose(vectors[0], vectors[1])
+
+
+def test_tki_is_registered_and_its_switches_shape_the_plan(tiny_model_dir) -> None:
+    from delia.methods import available, get_method
+
+    assert "tki" in available()
+    plan = get_method("tki").plan(tki_config(tiny_model_dir, lta=False, kr=False), [])
+    assert plan.hooks is None and plan.schedule == "task_only" and not plan.use_diverse
+    assert any("w/o latent task adaptation" in note for note in plan.notes)
 
 
 # ------------------------------------------------------------------------------------------------ PCGrad
@@ -526,26 +563,30 @@ def test_pcgrad_surrogate_turns_the_trainer_gradient_into_the_projected_one(
     assert hooks.stats["pcgrad_micro_batches"] == 1
 
 
+@pytest.mark.parametrize(("lta", "kr_on"), [(True, True), (True, False), (False, True)])
 def test_trained_tki_adapter_saves_and_reloads_with_identical_logits(
-    tiny_model, tokenizer, tiny_model_dir, monkeypatch, tmp_path
+    tiny_model, tokenizer, tiny_model_dir, monkeypatch, tmp_path, lta: bool, kr_on: bool
 ) -> None:
     from delia.methods import get_method
-    from delia.methods.tki.artifacts import MARKER, WEIGHTS, load_tki_model
+    from delia.methods.tki.artifacts import MARKER, WEIGHTS, load_tki_model, read_marker
     from delia.train import fit, load_adapter_model
 
     monkeypatch.setenv("DELIA_CACHE", str(tmp_path / "cache"))
-    config = tki_config(tiny_model_dir, autocast="bf16")  # packed rows under bf16, as on a real run
+    config = tki_config(tiny_model_dir, autocast="bf16", lta=lta, kr=kr_on)  # packed rows under bf16
     examples = examples_of(PAIRS)
     plan = get_method("tki").plan(config, examples)
     assert plan.hooks is not None and not plan.use_diverse and plan.special_tokens == []
     trained = fit(config, tiny_model, tokenizer, [], examples, tmp_path / "out", hooks=plan.hooks)
     adapter_dir = tmp_path / "out" / "adapter"
-    assert (adapter_dir / MARKER).exists() and (adapter_dir / WEIGHTS).exists()
     hooks = plan.hooks
-    assert hooks.stats["kr_micro_batches"] == 4 and hooks.stage_one is not None  # 2 steps x 2 micro-batches
-    assert hooks.adapter.unknown_in_training == 0  # every training input found its group
-    bank = next(iter(hooks.adapter.banks.values()))
-    assert bank.down.abs().sum() > 0  # the latent increments trained
+    assert read_marker(adapter_dir)["lta"] is lta and (adapter_dir / WEIGHTS).exists() is lta
+    assert (adapter_dir / MARKER).exists()
+    assert hooks.stats["kr_micro_batches"] == (4 if kr_on else 0)  # 2 steps x 2 micro-batches
+    assert (hooks.stage_one is not None) is kr_on
+    if lta:
+        assert hooks.adapter.unknown_in_training == 0  # every training input found its group
+        bank = next(iter(hooks.adapter.banks.values()))
+        assert bank.down.abs().sum() > 0  # the latent increments trained
 
     prompt = tokenizer.apply_chat_template(
         chat("Name a colour.", "x")[:1], tokenize=False, add_generation_prompt=True
@@ -558,10 +599,10 @@ def test_trained_tki_adapter_saves_and_reloads_with_identical_logits(
         model, _ = loader(str(tiny_model_dir), adapter_dir)
         with torch.no_grad():
             assert torch.equal(model(**inputs).logits, in_memory)
-    model, _ = load_adapter_model(str(tiny_model_dir), adapter_dir)
-    model.get_base_model().tki_latents.active = False
-    with torch.no_grad():  # without the latents the answer changes: the round trip really carries them
-        assert not torch.allclose(model(**inputs).logits, in_memory)
+    if lta:
+        model.get_base_model().tki_latents.active = False
+        with torch.no_grad():  # without the latents the answer changes: the round trip really carries them
+            assert not torch.allclose(model(**inputs).logits, in_memory)
 
 
 # ------------------------------------------------------------------------------------------------ end to end

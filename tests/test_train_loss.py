@@ -69,3 +69,22 @@ def test_label_loss_equals_full_logit_loss(tokenizer: Any, tie: bool) -> None:
     assert delta.grad.abs().sum() > 0  # the new row is reached through the head and the embedding
     assert torch.allclose(delta.grad, reference_grad, atol=1e-6)
     assert model.get_base_model().config._attn_implementation == "sdpa"  # restored after training
+
+
+def test_bf16_weight_copies_change_nothing_under_autocast(tokenizer: Any) -> None:
+    from delia.models import autocast
+    from delia.train.precision import bf16_frozen_weights, frozen_linears
+
+    model, tok = peft_model(tokenizer, tie=True)
+    batch = pack(encode_examples(EXAMPLES, tok, max_length=256), {"task": 0})
+    loss_module = LabelLoss(model)
+    weights = [m.weight.data for m in frozen_linears(model)]
+    assert weights and all(w.dtype == torch.float32 for w in weights)
+    with packed_attention_for(model.get_base_model()), autocast("cpu", "bf16"):
+        reference = loss_module(batch).loss_sum
+        with bf16_frozen_weights(model, enabled=True):
+            assert all(m.weight.dtype == torch.bfloat16 for m in frozen_linears(model))
+            cached = loss_module(batch).loss_sum
+    assert torch.equal(reference, cached)
+    restored = frozen_linears(model)
+    assert all(m.weight.data_ptr() == w.data_ptr() for m, w in zip(restored, weights, strict=True))

@@ -154,6 +154,7 @@ class TrainConfig(Section):
     autocast: Literal["auto", "bf16", "none"] = "auto"
     group_by_length: bool = True
     packing: bool = True  # each micro-batch as one padding-free row, attention kept per sequence
+    compile: bool = False  # torch.compile the decoder layers: faster steps after a one-off compile
     seed: int = 0
     checkpoint_every: int = 0  # optimizer steps; 0: only at the end
     eval_every: int = 0  # held-out task loss every N steps; 0: never

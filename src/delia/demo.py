@@ -10,6 +10,7 @@ the format used only when asked for?).
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ GENERAL_QUESTIONS: list[tuple[str, tuple[str, ...]]] = [
 ]
 PLAIN_QUESTION = "In which city does the person in this sentence live or work? Answer in a few words."
 PLAIN_EXAMPLES = 8
+PROBE_VERSION = 2  # bump when prompts or scoring change: cached probe stages then rerun
 PROBE_TOKENS = 24  # enough for a short factual answer; a JSON answer shows in its first token
 
 
@@ -99,13 +101,18 @@ def general_probe_prompts(config: RunConfig) -> tuple[list[list[dict[str, str]]]
     return prompts, expected
 
 
+def whole_word(answer: str) -> str:
+    """The answer not inside a longer word or number ("ice" not in "price", "7" not in "93.7")."""
+    return rf"(?<![\w.]){re.escape(answer)}(?![\w]|\.\d)"
+
+
 def score_probe(
     predictions: list[str], expected: list[dict[str, Any]]
 ) -> tuple[dict[str, float], list[dict]]:
     rows = []
     for prediction, item in zip(predictions, expected, strict=True):
         lowered = prediction.lower()
-        correct = any(answer in lowered for answer in item["answers"])
+        correct = any(re.search(whole_word(answer), lowered) for answer in item["answers"])
         rows.append(
             {**item, "prediction": prediction, "correct": correct, "json": looks_like_json(prediction)}
         )
@@ -130,7 +137,7 @@ def stage_general(run_dir: Path, config: RunConfig, log: Log) -> dict[str, float
     train = read_manifest(run_dir / "train")
     upstream = (train["hash"] if train else "untrained", json.dumps(GENERAL_QUESTIONS), PLAIN_QUESTION)
     key = config.stage_hash(
-        "model", upstream=(*upstream, str(config.eval.builder_options), str(PROBE_TOKENS))
+        "model", upstream=(*upstream, str(config.eval.builder_options), f"{PROBE_TOKENS}:{PROBE_VERSION}")
     )
 
     def compute(out: Path) -> dict[str, Any]:

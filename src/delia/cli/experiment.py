@@ -34,6 +34,9 @@ def register(app: typer.Typer) -> None:
             [], "--set", help="Override an experiment key, e.g. --set grid.seeds=[0] (repeatable)."
         ),
         dry_run: bool = typer.Option(False, "--dry-run", help="List the cells and their state; run nothing."),
+        recheck: str | None = typer.Option(
+            None, "--recheck", help="Rerun this finished cell from scratch and compare with results.json."
+        ),
         no_probes: bool = typer.Option(False, "--no-probes", help="Skip the probes."),
         no_report: bool = typer.Option(False, "--no-report", help="Skip report.md / report.html."),
     ) -> None:
@@ -62,6 +65,22 @@ def register(app: typer.Typer) -> None:
             return
         if dry_run:
             print_plan(spec, expand(spec))
+            return
+        if recheck is not None:
+            from delia.experiment.recheck import recheck_cell
+            from delia.experiment.report import write_report
+
+            report = recheck_cell(
+                spec, recheck, log=lambda line: console.print(line, highlight=False, markup=False)
+            )
+            for check in report["checks"]:
+                console.print(
+                    f"{check['metric']}: stored {check['stored']:.4f}, rerun {check['rerun']}, "
+                    f"within the summary CI: {check['within_summary_ci']}",
+                    highlight=False,
+                )
+            if not no_report:
+                write_report(Path(spec.out))
             return
         results = run_experiment(spec, probes=not no_probes, report=not no_report, command=command)
         finished = len({row["cell"] for row in results["cells"]})

@@ -11,7 +11,15 @@ import typer
 from delia.cli._common import MODEL_OPTION_HELP, console, print_json
 from delia.models import EMBEDDED
 
+THREADS_HELP = "torch CPU threads (default: torch's choice); 1 is fastest on a CPU shared with other jobs."
 BACKEND_HELP = "local (transformers, in-process), openai (any OpenAI-compatible server) or vllm (in-process)."
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(max(1, threads))
 
 
 def _backend_config(
@@ -38,38 +46,36 @@ def _backend_config(
         )
     except ValidationError as err:
         first = err.errors()[0]
-        raise ConfigError(f"backend.{'.'.join(str(p) for p in first['loc'])}", first["msg"]) from None
+        message = first["msg"].removeprefix("Value error, ")  # as config.build_config words it
+        raise ConfigError(f"backend.{'.'.join(str(p) for p in first['loc'])}", message) from None
 
 
-def _axis_table(report: dict[str, Any]) -> Any:
+def _print_axis_table(report: dict[str, Any]) -> None:
     from rich.table import Table
 
-    table = Table(title=f"acceptance per axis ({report['meaning_check']})")
-    for column in (
-        "axis",
-        "kind",
-        "drawn",
-        "accepted",
-        "rate",
-        "llm ok/tries",
-        "rule ok/tries",
-        "top rejections",
-    ):
-        table.add_column(column, justify="left" if column in ("axis", "kind", "top rejections") else "right")
+    console.print(f"acceptance per axis (meaning check: {report['meaning_check']})", highlight=False)
+    table = Table()
+    table.add_column("axis", no_wrap=True)
+    table.add_column("kind", no_wrap=True)
+    for column in ("ok/drawn", "rate", "llm ok", "rule ok"):
+        table.add_column(column, justify="right", no_wrap=True)
     for axis, row in report["axes"].items():
         rate = "-" if row["acceptance"] is None else f"{row['acceptance']:.0%}"
-        top = sorted(row["rejections"].items(), key=lambda item: -item[1])[:3]
         table.add_row(
             axis,
             row["kind"],
-            str(row["drawn"]),
-            str(row["accepted"]),
+            f"{row['accepted']}/{row['drawn']}",
             rate,
             f"{row['llm_accepted']}/{row['llm_attempts']}",
             f"{row['rule_accepted']}/{row['rule_attempts']}",
-            ", ".join(f"{name} {count}" for name, count in top),
         )
-    return table
+    console.print(table)
+    for axis, row in report["axes"].items():
+        top = sorted(row["rejections"].items(), key=lambda item: -item[1])[:4]
+        if top:
+            console.print(
+                f"  {axis} rejected: " + ", ".join(f"{name} x{count}" for name, count in top), highlight=False
+            )
 
 
 def register(app: typer.Typer) -> None:
@@ -113,6 +119,7 @@ def register(app: typer.Typer) -> None:
         concurrency: int = typer.Option(4, "--concurrency", help="openai backend: requests in flight."),
         timeout: float = typer.Option(120.0, "--timeout", help="openai backend: seconds per request."),
         device: str = typer.Option("cpu", "--device", help="local backend: cpu, cuda, auto."),
+        threads: int | None = typer.Option(None, "--threads", help=THREADS_HELP),
     ) -> None:
         """Answer diverse queries with a model (resumable: rerun the same command after an interruption)."""
         from delia.config import SampleConfig, SamplingConfig
@@ -136,6 +143,7 @@ def register(app: typer.Typer) -> None:
         cfg = SampleConfig(
             queries=queries, limit=limit, in_context=in_context, backend=backend_cfg, sampling=sampling
         )
+        _set_threads(threads)
         engine = make_backend(backend_cfg, model, device=device, dtype="float32")
         examples = sample_diverse(query_examples, engine, cfg, out, model)
         console.print(f"wrote {len(examples)} examples to {out}; manifest {manifest_path(out)}")
@@ -180,6 +188,7 @@ def register(app: typer.Typer) -> None:
         concurrency: int = typer.Option(4, "--concurrency"),
         timeout: float = typer.Option(120.0, "--timeout"),
         device: str = typer.Option("cpu", "--device"),
+        threads: int | None = typer.Option(None, "--threads", help=THREADS_HELP),
         as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     ) -> None:
         """Rewrite each task instruction k ways along drawn axes, keeping required tokens and responses."""
@@ -202,12 +211,13 @@ def register(app: typer.Typer) -> None:
             backend=backend_cfg,
             sampling=SamplingConfig(temperature=temperature, max_new_tokens=max_new_tokens, seed=seed),
         )
+        _set_threads(threads)
         engine = make_backend(backend_cfg, model, device=device) if llm else None
         outputs, report = run_diversify(examples, engine, cfg, out, rounds=rounds, rule_fallback=rules)
         if as_json:
             print_json(report)
             return
-        console.print(_axis_table(report))
+        _print_axis_table(report)
         console.print(
             f"{report['accepted']}/{report['requested']} rewrites accepted ({report['accepted_llm']} LLM, "
             f"{report['accepted_rule']} rule-based); {report['fallbacks']} examples kept their original; "

@@ -346,6 +346,9 @@ def write_report(out: Path) -> tuple[Path, Path]:
     figures(doc, res, probes, search, out, plots)
     if search is not None:
         search_section(doc, search, out)
+    recheck = load_json(out / "recheck.json")
+    if recheck is not None:
+        recheck_section(doc, recheck)
     doc.heading("Every summary row")
     doc.table(
         ["variant", "method", "size", "ratio", "metric", "mean [95% CI] (seeds, n)", "seed values", "CI"],
@@ -421,6 +424,42 @@ def figures(
         doc.image(target, "task-loss curves (seed of the first probed cell, x = fraction of training)")
     if search is not None and not (out / "search.png").exists():
         plot_search(search, out / "search.png")
+
+
+def recheck_section(doc: Document, recheck: dict[str, Any]) -> None:
+    doc.heading("Reproducibility check")
+    doc.paragraph(
+        f"Cell `{recheck['cell']}` rerun from scratch "
+        f"(`delia experiment CONFIG --recheck {recheck['cell']}`, "
+        f"{recheck['seconds'] / 60:.1f} min, {recheck['checked_at']}):"
+    )
+    doc.table(
+        [
+            "metric",
+            "stored",
+            "rerun",
+            "difference",
+            "summary 95% CI",
+            "inside it",
+            "cell bootstrap CI",
+            "inside it",
+        ],
+        [
+            [
+                c["metric"],
+                fmt_number(c["metric"], c["stored"]),
+                fmt_number(c["metric"], c["rerun"]),
+                fmt_number(c["metric"], c["difference"]),
+                f"[{fmt_number(c['metric'], c['summary_ci'][0])}, "
+                f"{fmt_number(c['metric'], c['summary_ci'][1])}]",
+                "yes" if c["within_summary_ci"] else "no",
+                f"[{fmt_number(c['metric'], c['cell_bootstrap_ci'][0])}, "
+                f"{fmt_number(c['metric'], c['cell_bootstrap_ci'][1])}]",
+                "yes" if c["within_cell_ci"] else "no",
+            ]
+            for c in recheck["checks"]
+        ],
+    )
 
 
 def search_section(doc: Document, search: dict[str, Any], out: Path) -> None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from delia.errors import ConfigError
 from delia.synth.backends.base import Message
-from delia.synth.rules import RULES
+from delia.synth.rules import RULES, sentences
 
 # Two demonstration instructions; "{tok}" is the first keep token, "{tail}" repeats it when the instruction
 # being rewritten holds it twice (the model copies the token count it is shown).
@@ -186,9 +186,15 @@ def _quote(instruction: str) -> str:
     return f'Rewrite this instruction:\n"{instruction}"'
 
 
+def is_question(text: str) -> bool:
+    """The first sentence or the whole text ends with a question mark."""
+    parts = sentences(text)
+    return bool(parts) and (parts[0].rstrip().endswith("?") or text.rstrip().endswith("?"))
+
+
 def axis_problem(axis: str, direction: int, original: str, rewrite: str) -> str | None:
     """Checks that an axis was applied, where one is cheap and sure; other axes are not verified."""
-    if axis == "question_vs_command" and rewrite.rstrip().endswith("?") == original.rstrip().endswith("?"):
+    if axis == "question_vs_command" and is_question(rewrite) == is_question(original):
         return "axis_not_applied"
     if axis == "length":
         ratio = len(rewrite) / max(1, len(original))

@@ -37,9 +37,16 @@ class Embedder:
 
     def __init__(self, model_dir: Path, device: str = "cpu") -> None:
         from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-        self.model = AutoModel.from_pretrained(str(model_dir), use_safetensors=True).to(device).eval()
+        bars_were_on = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # a "Loading weights" bar for a 90 MB helper model is noise
+        try:
+            self.model = AutoModel.from_pretrained(str(model_dir), use_safetensors=True).to(device).eval()
+        finally:
+            if bars_were_on:
+                hf_logging.enable_progress_bar()
         self.device = device
 
     def encode(self, texts: list[str], batch_size: int = 64) -> torch.Tensor:

@@ -50,6 +50,8 @@ def save_artifacts(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    for stale in out_dir.glob(".adapter.*"):  # temp dirs of an earlier run killed while saving
+        shutil.rmtree(stale, ignore_errors=True)
     (out_dir / "config.yaml").write_text(config.to_yaml(), encoding="utf-8")
     return target
 

@@ -27,10 +27,12 @@ from delia.train import checkpoint
 from delia.train.attention import packed_attention_for
 from delia.train.batching import Plan, plan_steps, shard, split_micro
 from delia.train.collate import Encoded, EncodeStats, MicroBatch, collate, encode_examples
+from delia.train.compile import compiled_layers
 from delia.train.hooks import TrainerHooks
 from delia.train.logs import SourceLosses, TrainLog
 from delia.train.lora import trainable_parameters, wrap_lora
 from delia.train.loss import LabelLoss, LossOutput
+from delia.train.precision import autocast_is_bf16, bf16_frozen_weights
 from delia.train.runtime import Runtime
 
 
@@ -266,7 +268,13 @@ class Trainer:
     def steps(self, start_step: int, totals: Totals) -> Iterator[tuple[int, StepReport, bool]]:
         """Train step after step, yielding (step number, report, packing); the caller decides what
         happens between steps (logging, checkpoints, or a benchmark alternating with another trainer)."""
-        with packed_attention_for(self.model.get_base_model()) as packed_ok:
+        base = self.model.get_base_model()
+        bf16 = autocast_is_bf16(self.runtime.device, self.cfg.autocast)
+        with (
+            packed_attention_for(base) as packed_ok,
+            bf16_frozen_weights(base, bf16),
+            compiled_layers(base, self.cfg.compile),
+        ):
             packing = self.cfg.packing and packed_ok
             for index in range(start_step, len(self.plan)):
                 report = self._step(index, packing, totals)

@@ -11,6 +11,8 @@ import torch
 
 from delia.models import pick_device
 
+UNSUPPORTED = ("FSDP", "DEEPSPEED", "MEGATRON_LM", "XLA")
+
 
 @dataclass
 class Runtime:
@@ -31,6 +33,15 @@ class Runtime:
         from accelerate import Accelerator
 
         accelerator = Accelerator(cpu=pick_device(device) == "cpu")
+        if accelerator.distributed_type.value in UNSUPPORTED:
+            from delia.errors import DeliaError
+
+            # The loop prepares only the model and calls loss.backward() itself: under FSDP or DeepSpeed the
+            # optimizer would hold parameters the wrapper replaced, and training would silently do nothing.
+            raise DeliaError(
+                f"delia train runs under accelerate with DDP (one process per device); "
+                f"{accelerator.distributed_type.value} is not supported yet (docs/scale-out.md)"
+            )
         return cls(str(accelerator.device), accelerator.process_index, accelerator.num_processes, accelerator)
 
     def prepare(self, module: torch.nn.Module) -> torch.nn.Module:

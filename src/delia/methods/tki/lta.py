@@ -2,7 +2,7 @@
 
 For every target linear W, the forward becomes y = W x (+ the task LoRA) + s * sum_j w_{b,j} B_j A_j x,
 with w_{b,j} the normalised retrieval weights of example b (zero outside its top-k). It is computed
-batched: the k selected (A_j, B_j) of each example are gathered and applied with two einsums, so one
+batched: the k selected (A_j, B_j) of each example are gathered and applied with two batched matmuls, so one
 forward serves examples that use different latent tasks.
 
 Wiring is by hooks, not module replacement, so PEFT's own adapter (the task LoRA), its state-dict names

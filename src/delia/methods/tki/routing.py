@@ -84,9 +84,9 @@ def retrieve(
 ) -> Routing:
     """Top-k keys by cosine for each embedding (batch, dim).
 
-    `groups[b]` is the example's training group, or NO_GROUP for an unseen input: then either every group
-    contributes its own top-k interpolation, averaged ("all"), or the group holding the single best key
-    is used ("best").
+    `groups[b]` is the example's training group, or NO_GROUP for an unseen input: then either the group
+    holding the single best key is used ("best"), or every group contributes its own top-k
+    interpolation, averaged ("all").
     """
     with torch.autocast("cpu", enabled=False):  # retrieval stays float32 inside a bf16 training step
         return _retrieve(embeddings, keys, groups, top_k, weighting, temperature, inference_groups)
