@@ -1,10 +1,11 @@
 """delia's trainer vs TRL's SFTTrainer: same examples, model, LoRA, batch, order and seed, alternating.
 
 Data: the 100 DELIA `<sep>` task examples plus Alpaca records (seeded sample) up to --examples, shuffled.
-Both trainers start from the same SmolLM2 with `<sep>` added (same init), LoRA rank 16 on all linear layers
-plus the `<sep>` row (trainable_token_indices), batch 8, lr 2e-4, linear schedule, one epoch, and they see
-the same 8 examples at every step (TRL's sampler is made sequential over delia's plan order). TRL runs
-with its SFTConfig defaults otherwise (bf16 autocast, gradient checkpointing, padding to the longest).
+Both trainers start from the same SmolLM2 with `<sep>` added (same init, not trained: TRL 1.16's fused
+LM head cannot take PEFT's trainable-token wrapper of a tied head), LoRA rank 16 on all linear layers,
+batch 8, lr 2e-4, linear schedule, one epoch, and they see the same 8 examples at every step (TRL's
+sampler is made sequential over delia's plan order). TRL runs with its SFTConfig defaults otherwise
+(bf16 autocast, gradient checkpointing, padding to the longest, its fused label-only LM head).
 
 They alternate in one process: delia trains --segment steps, then TRL (its own `train()` loop, paused by a
 callback) trains --segment steps, and so on. The first --warmup steps of each are not timed. TRL's step time
@@ -71,7 +72,9 @@ def run_config(batch: int, max_steps: int | None, seed: int) -> RunConfig:
         {
             "seed": seed,
             "lora": {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": ["all-linear"]},
-            "tokens": {"add": ["<sep>"], "init": "random"},
+            # TRL 1.16's fused LM head reads `lm_head.bias`, which PEFT's trainable-token wrapper of a tied
+            # head lacks, so TRL cannot train the <sep> row: neither side does, to keep the same parameters.
+            "tokens": {"add": ["<sep>"], "init": "random", "trainable": False},
             "train": {
                 "lr": 2e-4,
                 "batch_size": batch,
@@ -152,7 +155,7 @@ def trl_side(
     from transformers import TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
-    model, tokenizer, token_ids = load_for_training(config)
+    model, tokenizer, _ = load_for_training(config)
     rows = [{"prompt": examples[i].prompt_messages, "completion": examples[i].messages[-1:]} for i in order]
     lora = config.lora
     peft_config = LoraConfig(
@@ -161,7 +164,6 @@ def trl_side(
         lora_dropout=lora.dropout,
         target_modules="all-linear",
         task_type="CAUSAL_LM",
-        trainable_token_indices=token_ids,
     )
     args = SFTConfig(
         output_dir=str(out),
@@ -199,6 +201,8 @@ def trl_side(
         callbacks=[StepHook()],
     )
     data = trainer.train_dataset
+    if len(data) != len(rows):
+        raise SystemExit(f"TRL kept {len(data)} of {len(rows)} examples: the step alignment would break")
     counts = [
         (len(ids), sum(mask) if mask else 0)
         for ids, mask in zip(data["input_ids"], _masks(data), strict=True)

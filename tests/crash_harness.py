@@ -48,6 +48,7 @@ def quiet_env(**extra: str) -> dict[str, str]:
         "TRANSFORMERS_OFFLINE": "1",
         "NO_COLOR": "1",
         "PYTHONHASHSEED": "0",
+        "PYTHONFAULTHANDLER": "1",  # a hung attempt killed with SIGABRT leaves its stacks in the log
     }
     env.update(extra)
     return env
@@ -108,7 +109,7 @@ def run_once(
     env: dict[str, str],
     cwd: Path,
     kill_after_first_write_s: float | None = None,
-    timeout_s: float = 600.0,
+    timeout_s: float = 300.0,
     state: Callable[[], str] | None = None,
     ready: Callable[[], bool] | None = None,
 ) -> Outcome:
@@ -126,9 +127,14 @@ def run_once(
         while proc.poll() is None:
             now = time.monotonic()
             if now > deadline:
-                proc.kill()
-                proc.wait()
-                raise TimeoutError(f"{argv} ran past {timeout_s} s; log: {log_path}")
+                proc.send_signal(signal.SIGABRT)  # faulthandler (on in quiet_env) writes every thread's stack
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+                tail = log_path.read_text(encoding="utf-8", errors="replace")[-6000:]
+                raise TimeoutError(f"{argv} ran past {timeout_s} s; log {log_path} ends:\n{tail}")
             if first_write is None and tree_signature(watch) != before:
                 first_write = now - start
             # The countdown starts at the first write, or when `ready` says the aimed-at work has begun.
@@ -163,7 +169,7 @@ def kill_and_resume(
     env: dict[str, str],
     cwd: Path,
     log_path: Path,
-    timeout_s: float = 600.0,
+    timeout_s: float = 300.0,
     state: Callable[[], str] | None = None,
     aim: list[Callable[[], bool]] | None = None,
 ) -> TrialReport:

@@ -160,3 +160,16 @@ def test_gradient_accumulation_matches_one_big_batch(tiny_model_dir: Path, tmp_p
         weights.append(adapter_weights(tmp_path / str(micro)))
     for name in weights[0]:
         assert torch.allclose(weights[0][name], weights[1][name], atol=1e-5), name
+
+
+@pytest.mark.slow
+def test_compiled_layers_train_like_eager(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """train.compile changes speed, not results (no dropout, fp32: the same numbers up to rounding)."""
+    weights = []
+    for compiled in (False, True):
+        cfg = config(tiny_model_dir, max_steps=2, autocast="none", compile=compiled)
+        cfg.lora.dropout = 0.0
+        train_model(cfg, examples(8), tmp_path / str(compiled))
+        weights.append(adapter_weights(tmp_path / str(compiled)))
+    for name in weights[0]:
+        assert torch.allclose(weights[0][name], weights[1][name], atol=1e-4), name

@@ -129,25 +129,22 @@ def ratio_rejection(spec: ExperimentSpec, cell: Cell, entry: MethodEntry) -> str
 
 
 def expand(spec: ExperimentSpec) -> Expansion:
-    """Every cell, ordered seed-major (a partial grid then covers every method) and targets before the
-    cells that match their steps."""
+    """Every cell, ordered seed-major (a partial grid then covers every method and variant) and targets
+    before the cells that match their steps."""
     variants: list[str | None] = list(spec.grid.variants) or [None]
     labels = [entry.name for entry in spec.grid.methods]
     order = {label: float(i) for i, label in enumerate(labels)}
     for entry in spec.grid.methods:
         if entry.match is not None:
             order[entry.name] = max(order[entry.name], order[entry.match] + 0.5)
+    uses_ratio = {variant: ratio_use(spec, variant) for variant in variants}
     cells: list[Cell] = []
     skipped: list[dict[str, Any]] = []
-    for variant in variants:
-        uses_ratio = {e.name: reads_ratio(spec, e, variant) for e in spec.grid.methods if e.match is None}
-        for entry in spec.grid.methods:
-            if entry.match is not None:
-                uses_ratio[entry.name] = uses_ratio[entry.match]
-        for seed in spec.grid.seeds:
+    for seed in spec.grid.seeds:
+        for variant in variants:
             for size in spec.grid.task_sizes:
                 for entry in sorted(spec.grid.methods, key=lambda e: order[e.name]):
-                    ratios = spec.grid.ratios if uses_ratio[entry.name] else [None]
+                    ratios = spec.grid.ratios if uses_ratio[variant][entry.name] else [None]
                     for ratio in ratios:
                         cell = make_cell(spec, entry, variant, size, ratio, seed)
                         reason = ratio_rejection(spec, cell, entry) if ratio is not None else None
@@ -156,6 +153,15 @@ def expand(spec: ExperimentSpec) -> Expansion:
                         else:
                             cells.append(cell)
     return Expansion(cells, skipped)
+
+
+def ratio_use(spec: ExperimentSpec, variant: str | None) -> dict[str, bool]:
+    """Entry label -> whether its cells vary with the ratio (a `match` entry follows its target)."""
+    uses = {e.name: reads_ratio(spec, e, variant) for e in spec.grid.methods if e.match is None}
+    for entry in spec.grid.methods:
+        if entry.match is not None:
+            uses[entry.name] = uses[entry.match]
+    return uses
 
 
 def skipped_names(skipped: list[dict[str, Any]]) -> set[str]:

@@ -45,13 +45,15 @@ def run_ratio_search(spec: ExperimentSpec, log_line: Any = print) -> dict[str, A
     metric = spec.search.metric or spec.headline_metric
     size = search_size(spec)
     details: dict[int, dict[str, Any]] = {}
+    done: list[Cell] = []  # earlier search cells: their rewrites of the same task data are reused
 
     def objective(ratio: int) -> float:
         values, cells = [], []
         for seed in spec.search.seeds:
             cell = Cell(entry.name, entry.method, size, float(ratio), seed, SEARCH_VARIANT)
             log_line(f"search: ratio {ratio}, seed {seed} ({cell.name})")
-            outcome = run_cell(derived, cell, [], lambda line, n=cell.name: log_line(f"[{n}] {line}"))
+            outcome = run_cell(derived, cell, done, lambda line, n=cell.name: log_line(f"[{n}] {line}"))
+            done.append(cell)
             if outcome.record is None:
                 raise DeliaError(f"search cell {cell.name} failed: {outcome.error}")
             figure = outcome.record["values"].get(metric)

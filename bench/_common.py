@@ -1,0 +1,100 @@
+"""What every bench result records besides its figures: the machine, its load, the command, the time.
+
+Nothing here imports torch: a bench parent that only starts child processes stays light, and the versions
+come from the installed package metadata (what the children import).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+PACKAGES = ("torch", "transformers", "peft", "accelerate", "trl")
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+
+
+def cpu_info() -> dict[str, Any]:
+    """CPU model and the instruction-set flags that decide bf16 speed (from /proc/cpuinfo on Linux)."""
+    model, flags = "", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and not model:
+                model = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass
+    return {
+        "cpu": model or platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "flags": {flag: flag in flags for flag in CPU_FLAGS},
+    }
+
+
+def package_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def memory_gib() -> float:
+    return round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+
+
+def load_average() -> list[float]:
+    """1, 5 and 15 minute load averages: on a shared machine, how many others wanted the cores."""
+    return [round(value, 2) for value in os.getloadavg()]
+
+
+def machine_info(load_before: list[float] | None = None) -> dict[str, Any]:
+    """The machine as one JSON object; pass the load average taken when the bench started."""
+    info: dict[str, Any] = {
+        **cpu_info(),
+        "memory_gib": memory_gib(),
+        "os": platform.platform(),
+        "versions": package_versions(),
+    }
+    torch = sys.modules.get("torch")  # only when the caller imported it anyway
+    if torch is not None:
+        info["torch_threads"] = torch.get_num_threads()
+        info["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+    info["load_average"] = {"before": load_before, "after": load_average()}
+    return info
+
+
+def is_shared(info: dict[str, Any]) -> bool:
+    """True when the 1-minute load exceeded half the cores before or after: timings are then indicative."""
+    loads = [info["load_average"][when][0] for when in ("before", "after") if info["load_average"][when]]
+    return bool(loads) and max(loads) > 0.5 * (info["cores"] or 1)
+
+
+def command_line() -> str:
+    """How this bench was started, relative to the repository root when it can be."""
+    python = Path(os.path.abspath(sys.executable))  # not resolve(): a venv's python is a symlink
+    with contextlib.suppress(ValueError):  # outside the repository: keep the absolute path
+        python = python.relative_to(ROOT)
+    return shlex.join([str(python), *sys.argv])
+
+
+def timestamp() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def write_result(path: Path, result: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
