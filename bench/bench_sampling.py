@@ -5,6 +5,7 @@ Both decode greedily with the same max_new_tokens and stop at <|im_end|>; only r
 Writes bench/results/sampling.json.
 
     .venv/bin/python bench/bench_sampling.py [--queries 32] [--max-new-tokens 64] [--batch-size 32]
+        [--threads N]
 """
 
 from __future__ import annotations
@@ -72,9 +73,13 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--autocast", default="auto")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--out", default=str(RESULT))
     args = parser.parse_args()
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    load_before = os.getloadavg()[0]
     prompts = alpaca_prompts(args.queries)
     tokenizer = load_tokenizer(EMBEDDED)
     model = load_model(EMBEDDED).eval()
@@ -88,6 +93,7 @@ def main() -> None:
     backend.generate(prompts, sampling)
     backend_tok_s = backend.stats.tokens_per_second
 
+    naive_loop(model, tokenizer, prompts[:1], 4)  # warm-up, not timed
     naive_tokens, naive_seconds = naive_loop(model, tokenizer, prompts, args.max_new_tokens)
     naive_tok_s = naive_tokens / naive_seconds
 
@@ -114,7 +120,8 @@ def main() -> None:
             "bf16_autocast": cpu_supports_bf16(),
             "torch": torch.__version__,
             "python": platform.python_version(),
-            "load_avg_1m": os.getloadavg()[0],
+            "load_avg_1m_before": round(load_before, 2),
+            "load_avg_1m_after": round(os.getloadavg()[0], 2),
         },
         "command": " ".join([".venv/bin/python", *sys.argv]),
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"),

@@ -54,14 +54,29 @@ EMBEDDED = "smollm2-135m-instruct"
 LINEAR = "[q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj]"
 RSS_GOAL = 1.2  # issue #9: peak RSS at the largest ratio within 1.2x of the smallest
 
-# Runs the delia CLI, then at exit writes the process's VmHWM (KiB) to the file named by argv[1].
+# Runs the delia CLI; at exit writes a JSON object of memory figures (KiB) to the file named by argv[1]:
+# "peak" (VmHWM), and for `train` "before_steps_rss"/"before_steps_peak" when training starts (model loaded,
+# data read, optimizer built), which separates what the data costs from what the steps cost.
 CHILD = """
-import atexit, sys
-peak_path = sys.argv.pop(1)
-def write_peak():
+import atexit, json, sys
+marks_path, marks = sys.argv.pop(1), {}
+
+def status_kib(field):
     lines = open('/proc/self/status').read().splitlines()
-    open(peak_path, 'w').write(next(line.split()[1] for line in lines if line.startswith('VmHWM:')))
-atexit.register(write_peak)
+    return int(next(line.split()[1] for line in lines if line.startswith(field + ':')))
+
+def write_marks():
+    marks['peak'] = status_kib('VmHWM')
+    open(marks_path, 'w').write(json.dumps(marks))
+
+atexit.register(write_marks)
+if sys.argv[1:2] == ['train']:
+    from delia.train import loop
+    run = loop.Trainer.run
+    def run_noting_memory(self, *args, **kwargs):
+        marks.update(before_steps_rss=status_kib('VmRSS'), before_steps_peak=status_kib('VmHWM'))
+        return run(self, *args, **kwargs)
+    loop.Trainer.run = run_noting_memory
 from delia.cli import main
 main()
 """
@@ -73,9 +88,13 @@ class Measured:
 
     returncode: int
     seconds: float
-    peak_rss_mib: float | None
+    memory_mib: dict[str, float]  # "peak", and for train "before_steps_rss", "before_steps_peak"
     stdout: str
     stderr: str
+
+    @property
+    def peak_rss_mib(self) -> float | None:
+        return self.memory_mib.get("peak")
 
 
 @dataclass
@@ -90,11 +109,11 @@ class Settings:
 
 def run_cli(args: list[str], workdir: Path) -> Measured:
     """`delia ARGS` in a fresh process: exit code, wall seconds, peak RSS, output."""
-    peak_file = workdir / f".peak-{time.monotonic_ns()}"
+    marks_file = workdir / f".memory-{time.monotonic_ns()}.json"
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
     start = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, "-c", CHILD, str(peak_file), *args],
+        [sys.executable, "-c", CHILD, str(marks_file), *args],
         capture_output=True,
         text=True,
         env=env,
@@ -102,9 +121,10 @@ def run_cli(args: list[str], workdir: Path) -> Measured:
         check=False,
     )
     seconds = time.perf_counter() - start
-    peak = round(int(peak_file.read_text()) / 1024, 1) if peak_file.exists() else None
-    peak_file.unlink(missing_ok=True)
-    return Measured(done.returncode, seconds, peak, done.stdout, done.stderr)
+    marks = json.loads(marks_file.read_text()) if marks_file.exists() else {}
+    marks_file.unlink(missing_ok=True)
+    memory = {name: round(kib / 1024, 1) for name, kib in marks.items()}
+    return Measured(done.returncode, seconds, memory, done.stdout, done.stderr)
 
 
 def checked(measured: Measured, what: str) -> Measured:
@@ -218,6 +238,8 @@ def run_ratio(ratio: float, task: Path, diverse: Path, scratch: Path, settings: 
         "train_wall_seconds": round(training.seconds, 2),
         **steps,
         "train_overhead_seconds": round(training.seconds - steps["train_seconds"], 2),
+        "train_rss_before_steps_mib": training.memory_mib.get("before_steps_rss"),
+        "train_peak_before_steps_mib": training.memory_mib.get("before_steps_peak"),
         "train_peak_rss_mib": training.peak_rss_mib,
         "peak_rss_mib": max(peaks) if peaks else None,
         "final_loss": summary.get("final_loss"),
@@ -233,6 +255,13 @@ def ratio_of(rows: list[dict[str, Any]], key: str) -> float | None:
     return round(high / low, 3) if low and high is not None else None
 
 
+def per_record_kib(rows: list[dict[str, Any]]) -> float | None:
+    """Growth of the trainer's resident memory before its first step, per extra record in the mix."""
+    low, high = rows[0].get("train_rss_before_steps_mib"), rows[-1].get("train_rss_before_steps_mib")
+    extra = rows[-1]["records"] - rows[0]["records"]
+    return round((high - low) * 1024 / extra, 3) if low is not None and high is not None and extra else None
+
+
 def compare(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The flatness figures, named after the ratios compared (e.g. rss_ratio_500_vs_10)."""
     rows = sorted(rows, key=lambda row: row["ratio"])
@@ -242,6 +271,8 @@ def compare(rows: list[dict[str, Any]]) -> dict[str, Any]:
         f"rss_ratio_{tag}": rss,
         f"train_rss_ratio_{tag}": ratio_of(rows, "train_peak_rss_mib"),
         f"mix_rss_ratio_{tag}": ratio_of(rows, "mix_peak_rss_mib"),
+        f"before_steps_rss_ratio_{tag}": ratio_of(rows, "train_rss_before_steps_mib"),
+        "before_steps_kib_per_record": per_record_kib(rows),
         f"step_time_ratio_{tag}": ratio_of(rows, "median_step_seconds"),
         f"time_per_token_ratio_{tag}": ratio_of(rows, "ms_per_token"),
         f"mix_time_ratio_{tag}": ratio_of(rows, "mix_seconds"),
@@ -320,6 +351,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "diverse_conversion_seconds": round(convert_seconds, 2),
             "diverse_answers": "Alpaca's own outputs stand in for self-sampled answers",
             "peak_rss": "VmHWM of each process, read at its exit",
+            "rss_before_steps": "the train process's VmRSS when Trainer.run starts (model, data, optimizer)",
         },
         "ratios": rows,
         **compare(rows),

@@ -65,12 +65,14 @@ def test_step_figures_from_a_train_log(scale: Any, tmp_path: Path) -> None:
 
 def test_compare_names_the_ratios_and_checks_the_goal(scale: Any) -> None:
     rows = [
-        {"ratio": 500.0, "peak_rss_mib": 1300.0, "median_step_seconds": 2.0},
-        {"ratio": 10.0, "peak_rss_mib": 1000.0, "median_step_seconds": 2.0},
+        {"ratio": 500.0, "records": 1100, "peak_rss_mib": 1300.0, "median_step_seconds": 2.0},
+        {"ratio": 10.0, "records": 100, "peak_rss_mib": 1000.0, "median_step_seconds": 2.0},
     ]
+    rows[0]["train_rss_before_steps_mib"], rows[1]["train_rss_before_steps_mib"] = 900.0, 800.0
     flat = scale.compare(rows)
     assert flat["rss_ratio_500_vs_10"] == 1.3
     assert flat["step_time_ratio_500_vs_10"] == 1.0
+    assert flat["before_steps_kib_per_record"] == pytest.approx(100 * 1024 / 1000)
     assert flat["rss_flat"] is False
     rows[0]["peak_rss_mib"] = 1100.0
     assert scale.compare(rows)["rss_flat"] is True
@@ -109,3 +111,5 @@ def test_one_ratio_end_to_end_on_the_tiny_model(
     assert row["steps"] == 2
     assert row["train_seconds"] > 0 and row["seconds_per_step"] > 0
     assert row["mix_peak_rss_mib"] > 5 and row["train_peak_rss_mib"] > row["mix_peak_rss_mib"]
+    assert 0 < row["train_rss_before_steps_mib"] <= row["train_peak_before_steps_mib"]
+    assert row["train_peak_before_steps_mib"] <= row["train_peak_rss_mib"]

