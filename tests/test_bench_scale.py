@@ -113,3 +113,16 @@ def test_one_ratio_end_to_end_on_the_tiny_model(
     assert row["mix_peak_rss_mib"] > 5 and row["train_peak_rss_mib"] > row["mix_peak_rss_mib"]
     assert 0 < row["train_rss_before_steps_mib"] <= row["train_peak_before_steps_mib"]
     assert row["train_peak_before_steps_mib"] <= row["train_peak_rss_mib"]
+
+
+def test_machine_info_names_the_cpu_versions_and_load(scale: Any) -> None:
+    import _common
+
+    info = _common.machine_info(load_before=[1.0, 1.0, 1.0])
+    assert info["cores"] >= 1 and info["cpu"]
+    assert set(info["flags"]) >= {"avx512_bf16", "amx_bf16"}
+    assert info["versions"]["torch"] and info["versions"]["transformers"]
+    assert info["load_average"]["before"] == [1.0, 1.0, 1.0] and len(info["load_average"]["after"]) == 3
+    busy = {"cores": 2, "load_average": {"before": [3.0, 0, 0], "after": [0.5, 0, 0]}}
+    idle = {"cores": 2, "load_average": {"before": [0.2, 0, 0], "after": [0.5, 0, 0]}}
+    assert _common.is_shared(busy) and not _common.is_shared(idle)

@@ -126,7 +126,10 @@ def test_form_checks() -> None:
 
 def test_rules_transform_the_real_phrasings() -> None:
     rng = random.Random(0)
-    assert flip_mood("Review the text. Use <sep>.", rng).endswith("review the text? Use <sep>.")
+    assert flip_mood("Review the text. Use <sep>.", rng).endswith("review the text, and use <sep>?")
+    assert flip_mood("Review the text. The format is <sep>.", rng).endswith(
+        "review the text? The format is <sep>."
+    )
     assert flip_mood("Could you review the text?", rng) == "Review the text."
     assert flip_mood("It is vital to check it.", rng) is None
     assert reorder_constraints("Do A. Then do B in <sep>.", rng) == "Then do B in <sep>. Do A."

@@ -216,7 +216,7 @@ class TkiOptions(Section):
     kr_lr: float = 1e-2
     kr_distance_weight: float = 0.1
     rank: int = 4  # rank of each latent increment (groups * latents of them per target linear)
-    weighting: Literal["cosine", "softmax"] = "cosine"  # D_j: clamped cosine, or softmax(cosine / temperature)
+    weighting: Literal["cosine", "softmax"] = "cosine"  # D_j: clamped cosine, or softmax(cos / temperature)
     temperature: float = 0.05
     inference_groups: Literal["all", "best"] = "best"  # unseen inputs: the best key's group, or all averaged
     pcgrad: bool = True  # resolve conflicts between the task loss and the KR objective (False: plain sum)

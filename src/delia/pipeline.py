@@ -530,6 +530,7 @@ def stage_eval(
         train.manifest["hash"] if train else "untrained",
         examples_hash(chosen),
         f"method={config.method}",
+        f"generation={sorted(plan.generation_options)}",
     )
     key = effective.stage_hash("model", "eval", "seed", *method_sections(config), upstream=upstream)
 

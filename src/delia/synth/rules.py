@@ -81,6 +81,9 @@ IMPERATIVE_VERBS = frozenset(
         "look",
     ]
 )
+FOLLOW_UP_VERBS = frozenset(
+    ["ensure", "follow", "adhere", "make", "understand", "comprehend", "grasp", "remember", "keep", "note"]
+)
 MODAL_PREFIX = re.compile(
     r"^(?:please\s+|kindly\s+)?(?:you\s+(?:must|should|need\s+to|have\s+to|are\s+required\s+to)\s+)?", re.I
 )
@@ -194,8 +197,19 @@ def flip_mood(text: str, rng: random.Random) -> str | None:
         if verb not in IMPERATIVE_VERBS or not first.endswith("."):
             return None
         opener = rng.choice(("Could you", "Can you", "Would you please", "Will you"))
+        rest = parts[1:]
+        # A following command joins the question ("Could you X and Y?"): one request, not a question + order.
+        if len(rest) == 1 and _is_command(rest[0]):
+            return (
+                f"{opener} {_lower_first(body[:-1])}, and {_lower_first(MODAL_PREFIX.sub('', rest[0])[:-1])}?"
+            )
         new_first = f"{opener} {_lower_first(body[:-1])}?"
     return " ".join([new_first, *parts[1:]])
+
+
+def _is_command(sentence: str) -> bool:
+    verb = MODAL_PREFIX.sub("", sentence).split(" ", 1)[0].lower()
+    return sentence.endswith(".") and verb in IMPERATIVE_VERBS | FOLLOW_UP_VERBS
 
 
 def shift_register(text: str, rng: random.Random) -> str | None:
