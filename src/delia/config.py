@@ -109,7 +109,9 @@ class DiversifyConfig(Section):
     regex: str | None = None  # ...or the first group of this regex
     min_similarity: float = 0.6
     backend: BackendConfig = Field(default_factory=BackendConfig)
-    sampling: SamplingConfig = Field(default_factory=lambda: SamplingConfig(temperature=0.9, max_new_tokens=160))
+    sampling: SamplingConfig = Field(
+        default_factory=lambda: SamplingConfig(temperature=0.9, max_new_tokens=160)
+    )
 
 
 class TokensConfig(Section):

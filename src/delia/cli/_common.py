@@ -24,4 +24,6 @@ def print_mapping(title: str, mapping: dict[str, Any]) -> None:
     console.print(table)
 
 
-MODEL_OPTION_HELP = "Model spec: smollm2-135m-instruct (embedded), a local directory, a .gguf file, or an HF id."
+MODEL_OPTION_HELP = (
+    "Model spec: smollm2-135m-instruct (embedded), a local directory, a .gguf file, or an HF id."
+)

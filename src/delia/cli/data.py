@@ -33,7 +33,9 @@ def register(app: typer.Typer) -> None:
 
     @data_app.command("inspect")
     def inspect(
-        file: str = typer.Argument(..., help="messages / alpaca / prompt-completion file, JSON(L), optionally .gz"),
+        file: str = typer.Argument(
+            ..., help="messages / alpaca / prompt-completion file, JSON(L), optionally .gz"
+        ),
         fmt: str = typer.Option("auto", "--format", help="auto, messages, alpaca or prompt."),
         model: str = typer.Option(EMBEDDED, "--model", help=MODEL_OPTION_HELP),
         as_json: bool = typer.Option(False, "--json", help="Print a JSON object."),

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -138,7 +137,8 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(
             params, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay, fused=fused or None
         )
-        warmup = math.ceil(self.cfg.warmup_ratio * len(self.plan))
+        # Floor, not ceil: with warmup 1 the first optimizer step would run at lr 0 and a short run waste it.
+        warmup = int(self.cfg.warmup_ratio * len(self.plan))
         self.scheduler = make_scheduler(self.optimizer, self.cfg.scheduler, warmup, len(self.plan))
         self.loss_module = self.runtime.prepare(LabelLoss(self.model))
         self.sources = sorted({e.source for e in examples} | {"task"})
