@@ -311,10 +311,10 @@ def test_stats_cli_prints_json(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_embedded_model_answers_a_few_queries(tmp_path: Path) -> None:
     backend = LocalBackend.from_spec("smollm2-135m-instruct", batch_size=4, progress=False)
-    cfg = SampleConfig(sampling=SamplingConfig(max_new_tokens=24))
-    queries = builtin_queries(4, seed=0)
+    cfg = SampleConfig(sampling=SamplingConfig(max_new_tokens=16))
+    queries = builtin_queries(3, seed=0)
     examples = sample_diverse(queries, backend, cfg, tmp_path / "s.jsonl", "smollm2-135m-instruct")
-    assert len(examples) >= 3 and all(ex.response.strip() for ex in examples)
+    assert len(examples) >= 2 and all(ex.response.strip() for ex in examples)
     assert "<|im_end|>" not in "".join(ex.response for ex in examples)
     manifest = json.loads(manifest_path(tmp_path / "s.jsonl").read_text())
     assert manifest["tokens_per_second"] > 0 and manifest["new_tokens_this_run"] > 0

@@ -90,6 +90,10 @@ def test_answers_in_order_with_key_from_env(server: FakeServer, monkeypatch: pyt
     assert first["path"] == "/v1/chat/completions" and first["auth"] == "Bearer sk-secret"
     assert first["model"] == "tiny" and first["max_tokens"] == 12 and first["top_p"] == 0.9
     assert "sk-secret" not in repr(backend)
+    assert "stop" not in first
+    backend.stop_strings = ["\n\n"]
+    backend.generate([prompt("stop me")], SAMPLING)
+    assert server.requests[-1]["stop"] == ["\n\n"]
 
 
 def test_retries_429_then_succeeds(server: FakeServer) -> None:
