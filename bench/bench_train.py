@@ -286,6 +286,7 @@ def summarise(records: list[dict[str, Any]], warmup: int) -> dict[str, Any]:
         "real_tokens_timed": tokens,
         "seconds_timed": round(seconds, 2),
         "tokens_per_s": round(tokens / seconds, 1) if seconds else None,
+        "step_seconds": [round(r["seconds"], 2) for r in records],
         "train_losses": [None if r["loss"] is None else round(r["loss"], 4) for r in records],
     }
 
@@ -379,7 +380,11 @@ def main() -> None:
             "fraction_of_fp32_peak": round(gflops / peaks["fp32"], 4),
         }
     report["trl"]["settings"] = trl_settings
-    report["delia"]["settings"] = {"packing": config.train.packing, "autocast": config.train.autocast}
+    report["delia"]["settings"] = {
+        "packing": config.train.packing,
+        "autocast": config.train.autocast,
+        "compile": config.train.compile,
+    }
     load_end = os.getloadavg()
     cores = os.cpu_count() or 1
     shared = max(load_start[0], load_end[0]) > 0.5 * cores
