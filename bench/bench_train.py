@@ -314,7 +314,10 @@ def main() -> None:
         "--eval-examples", type=int, default=None, help="final loss on the first N (default: all)"
     )
     parser.add_argument("--out", type=Path, default=RESULT)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads for both (default: torch's)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     load_start = os.getloadavg()
     started = time.perf_counter()
     peaks = {"bf16": round(matmul_peak(torch.bfloat16), 1), "fp32": round(matmul_peak(torch.float32), 1)}
