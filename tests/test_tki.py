@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 import torch
 
@@ -638,7 +640,10 @@ def test_tiny_tki_pipeline_run_on_the_embedded_model_trains_saves_and_evaluates(
     )
     run_dir = run(config, log=lambda line: None)
     marker = read_marker(run_dir / "adapter")
-    assert marker["lta"] and marker["spec"]["encoder"] == "all-MiniLM-L6-v2" and marker["spec"]["dim"] == 384
+    # MiniLM needs sentence-transformers (the `embed` extra); without it TKI falls back to the base model's states.
+    has_minilm = importlib.util.find_spec("sentence_transformers") is not None
+    expected = ("all-MiniLM-L6-v2", 384) if has_minilm else ("base", 576)
+    assert marker["lta"] and (marker["spec"]["encoder"], marker["spec"]["dim"]) == expected
     summary = marker["summary"]
     assert summary["kr_stage_one"]["ce_after"] < summary["kr_stage_one"]["ce_before"]
     assert summary["kr_micro_batches"] == 2 and summary["routed_as_unseen_in_training"] == 0
