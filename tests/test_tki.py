@@ -640,7 +640,7 @@ def test_tiny_tki_pipeline_run_on_the_embedded_model_trains_saves_and_evaluates(
     )
     run_dir = run(config, log=lambda line: None)
     marker = read_marker(run_dir / "adapter")
-    # MiniLM needs sentence-transformers (the `embed` extra); without it TKI falls back to the base model's states.
+    # MiniLM needs sentence-transformers (`embed` extra); else TKI falls back to base-model states.
     has_minilm = importlib.util.find_spec("sentence_transformers") is not None
     expected = ("all-MiniLM-L6-v2", 384) if has_minilm else ("base", 576)
     assert marker["lta"] and (marker["spec"]["encoder"], marker["spec"]["dim"]) == expected
