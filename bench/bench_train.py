@@ -44,6 +44,7 @@ from delia.train.attention import packed_attention_for
 from delia.train.collate import encode_examples, pack
 from delia.train.loop import Totals, Trainer
 from delia.train.loss import LabelLoss
+from delia.train.runtime import free_cores
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -67,7 +68,9 @@ def mixed_examples(n: int, seed: int) -> list[Example]:
     return examples
 
 
-def run_config(batch: int, max_steps: int | None, seed: int) -> RunConfig:
+def run_config(
+    batch: int, max_steps: int | None, seed: int, compile_layers: bool = False, threads: int | None = None
+) -> RunConfig:
     return RunConfig.model_validate(
         {
             "seed": seed,
@@ -83,6 +86,8 @@ def run_config(batch: int, max_steps: int | None, seed: int) -> RunConfig:
                 "max_steps": max_steps,
                 "max_length": 1024,
                 "seed": seed,
+                "compile": compile_layers,
+                "threads": threads,
             },
         }
     )
@@ -314,15 +319,18 @@ def main() -> None:
         "--eval-examples", type=int, default=None, help="final loss on the first N (default: all)"
     )
     parser.add_argument("--out", type=Path, default=RESULT)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads for both (default: torch's)")
+    parser.add_argument("--compile", action="store_true", help="delia with train.compile (TRL unchanged)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads for both (default: free cores)"
+    )
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args.threads = args.threads or free_cores()  # one setting for both: threads are per process
+    torch.set_num_threads(args.threads)
     load_start = os.getloadavg()
     started = time.perf_counter()
     peaks = {"bf16": round(matmul_peak(torch.bfloat16), 1), "fp32": round(matmul_peak(torch.float32), 1)}
     examples = mixed_examples(args.examples, args.seed)
-    config = run_config(args.batch, args.max_steps, args.seed)
+    config = run_config(args.batch, args.max_steps, args.seed, args.compile, args.threads)
     scratch = Path(tempfile.mkdtemp(prefix="bench_train_"))
     watch = MemoryWatch()
     delia = DeliaSide(config, examples, scratch / "delia")
@@ -416,6 +424,7 @@ def main() -> None:
             "segment": args.segment,
             "untimed_warmup_steps": args.warmup,
             "seed": args.seed,
+            "threads": args.threads,
             "final_loss_examples": len(scored),
             "useful_flops": "4 x non-embedding params x real tokens + 4 x hidden x vocab x label tokens",
         },

@@ -220,7 +220,6 @@ def test_embedded_model_trains_and_evaluates_one_step(tmp_path: Path) -> None:
         Path(EMBEDDED),
         tmp_path,
         method="common_it",
-        model__name=EMBEDDED,
         task__builder_options={"n": 4},
         train__max_steps=1,
         eval__limit=1,
@@ -230,3 +229,18 @@ def test_embedded_model_trains_and_evaluates_one_step(tmp_path: Path) -> None:
     assert read_manifest(run_dir / "train")["steps"] == 1
     assert read_manifest(run_dir / "eval")["counts"]["eval"] == 1
     assert (run_dir / "adapter" / "adapter_config.json").exists()
+
+
+def test_methods_command_lists_every_registered_method() -> None:
+    from typer.testing import CliRunner
+
+    from delia.cli import _register_all, app
+    from delia.methods import available
+
+    _register_all()
+    result = CliRunner().invoke(app, ["methods", "--json"])
+    assert result.exit_code == 0, result.output
+    listed = json.loads(result.output)
+    assert listed == available()
+    for name in ("delia", "common_it", "common_it_matched", "base"):
+        assert listed[name]

@@ -130,7 +130,7 @@ def example_answer(summary: FormatSummary) -> str:
 
 
 def listed(words: list[str]) -> str:
-    """"a", "a and b", "a, b and c"."""
+    """ "a", "a and b", "a, b and c"."""
     return words[0] if len(words) == 1 else ", ".join(words[:-1]) + f" and {words[-1]}"
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ from delia.train.logs import SourceLosses, TrainLog
 from delia.train.lora import trainable_parameters, wrap_lora
 from delia.train.loss import LabelLoss, LossOutput
 from delia.train.precision import autocast_is_bf16, bf16_frozen_weights
-from delia.train.runtime import Runtime
+from delia.train.runtime import Runtime, ThreadPolicy
 
 
 @dataclass
@@ -112,9 +113,10 @@ class Trainer:
         self.config, self.cfg = config, config.train
         self.tokenizer, self.examples, self.out_dir = tokenizer, examples, Path(out_dir)
         self.hooks = hooks or TrainerHooks()
-        if self.cfg.threads:
-            torch.set_num_threads(self.cfg.threads)
         self.runtime = Runtime.create(config.model.device)
+        self.threads = ThreadPolicy(
+            self.cfg.threads, self.runtime.device, int(os.environ.get("LOCAL_WORLD_SIZE", self.runtime.world))
+        )
         torch.manual_seed(self.cfg.seed)  # LoRA's initial weights and dropout masks
         self.model = wrap_lora(model.to(self.runtime.device), config.lora, token_ids)
         if not config.tokens.trainable:
@@ -169,6 +171,7 @@ class Trainer:
 
     def _step(self, index: int, packing: bool, totals: Totals) -> StepReport:
         start = time.perf_counter()
+        self.threads.update(index)
         chosen = [self.examples[i] for i in self.plan.steps[index]]
         encoded = encode_examples(chosen, self.tokenizer, self.cfg.max_length, totals.stats)
         step_labels = sum(e.n_labels for e in encoded)
@@ -262,6 +265,7 @@ class Trainer:
             "label_tokens": report.label_tokens,
             "tokens_per_s": round(report.tokens / report.seconds, 1) if report.seconds else None,
             "elapsed": round(elapsed, 3),
+            "threads": torch.get_num_threads(),
             "epoch": round(step * self.plan.effective_batch / len(self.examples), 4),
         }
 
