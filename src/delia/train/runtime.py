@@ -87,7 +87,9 @@ class ThreadPolicy:
         if requested:
             torch.set_num_threads(requested)
         elif self.auto:
-            torch.set_num_threads(max(1, free_cores() // self.share))
+            # This process's earlier stages (sampling, eval) count in the load average too.
+            own = torch.get_num_threads() * self.share
+            torch.set_num_threads(max(1, free_cores(own_threads=own) // self.share))
 
     def update(self, step_index: int) -> None:
         if self.auto and step_index and step_index % self.EVERY == 0:

@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from delia.train import runtime
+from delia.train.runtime import ThreadPolicy, free_cores
+
+
+@pytest.fixture
+def two_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+
+
+@pytest.fixture(autouse=True)
+def keep_threads() -> None:
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize(
+    ("load", "own", "expected"),
+    [(0.0, 0, 2), (0.9, 0, 1), (8.0, 0, 1), (2.0, 2, 2), (3.0, 2, 1)],
+)
+def test_free_cores_subtracts_other_processes_load(
+    two_cores: None, monkeypatch: pytest.MonkeyPatch, load: float, own: int, expected: int
+) -> None:
+    monkeypatch.setattr(runtime.os, "getloadavg", lambda: (load, load, load))
+    assert free_cores(own_threads=own) == expected
+
+
+def test_requested_threads_are_kept(two_cores: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runtime.os, "getloadavg", lambda: (9.0, 9.0, 9.0))
+    policy = ThreadPolicy(3, "cpu")
+    policy.update(10)
+    assert torch.get_num_threads() == 3
+
+
+def test_auto_threads_follow_the_load_and_split_among_ranks(
+    two_cores: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loads = iter([0.0, 9.0])
+    monkeypatch.setattr(runtime.os, "getloadavg", lambda: (next(loads), 0.0, 0.0))
+    torch.set_num_threads(1)
+    policy = ThreadPolicy(None, "cpu")
+    assert torch.get_num_threads() == 2
+    policy.update(10)
+    assert torch.get_num_threads() == 1
+    torch.set_num_threads(1)
+    monkeypatch.setattr(runtime.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    ThreadPolicy(None, "cpu", local_processes=2)
+    assert torch.get_num_threads() == 1
