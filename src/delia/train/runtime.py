@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,10 +65,33 @@ class Runtime:
             self.accelerator.wait_for_everyone()
 
 
+def busy_cores(window: float = 0.2) -> float | None:
+    """Cores busy right now, from /proc/stat over `window` seconds (this process sleeps meanwhile, so the
+    figure is other processes' load); None where /proc/stat is missing. The load average would lag a
+    just-finished job by a minute or more."""
+
+    def snapshot() -> tuple[float, float]:
+        with open("/proc/stat", encoding="ascii") as stat:
+            ticks = [float(x) for x in stat.readline().split()[1:9]]  # user..steal; guest is inside user
+        return sum(ticks), ticks[3] + ticks[4]  # idle + iowait
+
+    try:
+        total_0, idle_0 = snapshot()
+        time.sleep(window)
+        total_1, idle_1 = snapshot()
+    except (OSError, ValueError, IndexError):
+        return None
+    if total_1 <= total_0:
+        return None
+    return (1.0 - (idle_1 - idle_0) / (total_1 - total_0)) * (os.cpu_count() or 1)
+
+
 def free_cores(own_threads: int = 0) -> int:
-    """Cores not kept busy by other processes (1-minute load average minus our own running threads)."""
+    """Cores not kept busy by other processes: measured now where possible, else the 1-minute load average
+    minus our own running threads."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    others = max(0.0, os.getloadavg()[0] - own_threads)
+    busy = busy_cores()
+    others = busy if busy is not None else max(0.0, os.getloadavg()[0] - own_threads)
     return max(1, min(cores, round(cores - others)))
 
 
