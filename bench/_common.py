@@ -61,8 +61,8 @@ def load_average() -> list[float]:
     return [round(value, 2) for value in os.getloadavg()]
 
 
-def machine_info(load_before: list[float] | None = None) -> dict[str, Any]:
-    """The machine as one JSON object; pass the load average taken when the bench started."""
+def machine_info(load_before: list[float] | None = None, busy_before: float | None = None) -> dict[str, Any]:
+    """The machine as one JSON object; pass the load average and busy cores taken when the bench started."""
     info: dict[str, Any] = {
         **cpu_info(),
         "memory_gib": memory_gib(),
@@ -74,13 +74,26 @@ def machine_info(load_before: list[float] | None = None) -> dict[str, Any]:
         info["torch_threads"] = torch.get_num_threads()
         info["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
     info["load_average"] = {"before": load_before, "after": load_average()}
+    info["busy_cores_before"] = busy_before
     return info
 
 
+def busy_cores_now() -> float | None:
+    """Cores other processes keep busy now (/proc/stat over 0.2 s); call it before the bench's own work."""
+    from delia.train.runtime import busy_cores
+
+    busy = busy_cores()
+    return None if busy is None else round(busy, 2)
+
+
 def is_shared(info: dict[str, Any]) -> bool:
-    """True when the 1-minute load exceeded half the cores before or after: timings are then indicative."""
-    loads = [info["load_average"][when][0] for when in ("before", "after") if info["load_average"][when]]
-    return bool(loads) and max(loads) > 0.5 * (info["cores"] or 1)
+    """True when other processes kept more than half a core busy as the bench started: timings are then
+    indicative. The load average after the bench is no guide: it counts the bench's own threads."""
+    busy = info.get("busy_cores_before")
+    if busy is None:  # no /proc/stat: the 1-minute load average before the bench, which lags
+        before = info["load_average"]["before"]
+        busy = before[0] if before else 0.0
+    return busy > 0.5
 
 
 def command_line() -> str:

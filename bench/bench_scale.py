@@ -38,6 +38,7 @@ from typing import Any
 from _common import (
     RESULTS,
     ROOT,
+    busy_cores_now,
     command_line,
     is_shared,
     load_average,
@@ -301,6 +302,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     load_before = load_average()
+    busy_before = busy_cores_now()
     started = time.perf_counter()
     scratch = args.scratch or Path(tempfile.mkdtemp(prefix="delia_bench_scale_"))
     scratch.mkdir(parents=True, exist_ok=True)
@@ -320,7 +322,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     finally:
         if args.scratch is None:
             shutil.rmtree(scratch, ignore_errors=True)
-    machine = machine_info(load_before)
+    machine = machine_info(load_before, busy_before)
     shared = is_shared(machine)
     result = {
         "bench": "scale",
@@ -329,7 +331,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "machine": machine,
         "machine_shared": shared,
         "note": (
-            "the machine was shared (load average above half the cores): time figures are indicative only; "
+            "other processes kept the cores busy as the bench started: time figures are indicative only; "
             "peak memory is what this bench is for"
             if shared
             else "machine otherwise idle"
