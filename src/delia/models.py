@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib.metadata
+import inspect
 import os
 import shutil
 import tempfile
@@ -207,6 +208,12 @@ def model_info(spec: str = EMBEDDED) -> dict[str, Any]:
         "load_seconds": round(seconds, 3),
         "import_seconds": round(import_seconds, 3),
     }
+
+
+def cache_argument(model: Any) -> str:
+    """The forward() keyword for a KV cache: `cache` since transformers 5.24, `past_key_values` before."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(inner.forward).parameters else "past_key_values"
 
 
 def cpu_supports_bf16() -> bool:

@@ -8,6 +8,7 @@ import torch
 from transformers import LogitsProcessor
 
 from delia.errors import DeliaError
+from delia.models import cache_argument
 
 
 def combine(with_scores: torch.Tensor, without_logits: torch.Tensor, weight: float) -> torch.Tensor:
@@ -79,8 +80,8 @@ class PromptArithmeticProcessor(LogitsProcessor):
             input_ids=input_ids[:, -1:],
             attention_mask=self._mask,
             position_ids=self._next_position,
-            past_key_values=self._cache,
             use_cache=True,
+            **{cache_argument(self.model): self._cache},
         )
         self._cache, self._next_position = out.past_key_values, self._next_position + 1
         return out.logits[:, -1, :]

@@ -209,7 +209,9 @@ class LatentAdapter(nn.Module):
         input_ids = kwargs.get("input_ids", args[0] if args else None)
         if input_ids is None:  # embeddings fed directly (reinstatement): same examples, same routing
             return
-        if _cache_length(kwargs.get("past_key_values")) > 0:  # decoding: keep the prompt's routing
+        # transformers 5.24 renamed `past_key_values` to `cache`; older releases still pass the former.
+        cache = kwargs.get("cache", kwargs.get("past_key_values"))
+        if _cache_length(cache) > 0:  # decoding: keep the prompt's routing
             return
         segments = find_segments(
             tuple(input_ids.shape),
