@@ -183,3 +183,13 @@ def test_mix_bad_options(
 def test_a_missing_model_path(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     code, _, err = run_cli(["model", "info", "--model", "./no-such-model"], capsys, monkeypatch)
     assert code == 2 and err.strip() == "error: model path ./no-such-model does not exist"
+
+
+def test_chat_context_is_a_file_when_one_exists_else_the_text(tmp_path: Path) -> None:
+    from delia.cli.chat import context_text
+
+    record = "'user_query' : " + "a long context line " * 20 + "\n'response' : no"  # > 255 chars: ENAMETOOLONG
+    assert context_text(record) == record
+    path = tmp_path / "context.txt"
+    path.write_text("  the context \n", encoding="utf-8")
+    assert context_text(str(path)) == "the context"

@@ -26,10 +26,11 @@ def context_text(context: str | None) -> str:
     """--context is a file path when such a file exists, else the text itself."""
     if not context:
         return ""
-    path = Path(context)
-    if len(context) < 4096 and path.is_file():
-        return path.read_text(encoding="utf-8").strip()
-    return context.strip()
+    try:
+        is_file = Path(context).is_file()
+    except OSError:  # text with a line longer than a file name may be (ENAMETOOLONG) is no path
+        is_file = False
+    return Path(context).read_text(encoding="utf-8").strip() if is_file else context.strip()
 
 
 def compose_user_turn(context: str, instruction: str) -> str:
