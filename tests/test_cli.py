@@ -188,7 +188,7 @@ def test_a_missing_model_path(capsys: pytest.CaptureFixture[str], monkeypatch: p
 def test_chat_context_is_a_file_when_one_exists_else_the_text(tmp_path: Path) -> None:
     from delia.cli.chat import context_text
 
-    record = "'user_query' : " + "a long context line " * 20 + "\n'response' : no"  # > 255 chars: ENAMETOOLONG
+    record = "'user_query' : " + "a long context line " * 20 + "\n'response' : no"  # > 255 chars
     assert context_text(record) == record
     path = tmp_path / "context.txt"
     path.write_text("  the context \n", encoding="utf-8")

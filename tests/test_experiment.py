@@ -232,6 +232,19 @@ def test_a_second_invocation_runs_nothing(
     assert again["cells"] == results["cells"]
 
 
+def test_no_run_writes_up_the_finished_cells_and_lists_the_missing(
+    finished: tuple[Any, dict[str, Any]], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    spec, results = finished
+    monkeypatch.setattr("delia.pipeline.run", lambda *a, **k: pytest.fail("--no-run ran a cell"))
+    larger = spec.model_copy(deep=True)
+    larger.runs, larger.out = str(Path(spec.out) / "runs"), str(tmp_path / "out")
+    larger.grid.seeds = [0, 1, 2]
+    cut_short = run_experiment(larger, probes=False, report=False, quiet=True, run_cells=False)
+    assert cut_short["cells"] == results["cells"]
+    assert len(cut_short["missing"]) == 5 and all(name.endswith("s2") for name in cut_short["missing"])
+
+
 def test_a_changed_cell_config_reruns_that_cell(finished: tuple[Any, dict[str, Any]], tmp_path: Path) -> None:
     from delia.experiment.runner import finished_record
 

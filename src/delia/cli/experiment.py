@@ -39,6 +39,9 @@ def register(app: typer.Typer) -> None:
         ),
         no_probes: bool = typer.Option(False, "--no-probes", help="Skip the probes."),
         no_report: bool = typer.Option(False, "--no-report", help="Skip report.md / report.html."),
+        no_run: bool = typer.Option(
+            False, "--no-run", help="Run no cell: results.json, probes and report from the finished cells."
+        ),
     ) -> None:
         from delia.errors import DeliaError
         from delia.experiment import expand, load_experiment, run_experiment
@@ -82,7 +85,9 @@ def register(app: typer.Typer) -> None:
             if not no_report:
                 write_report(Path(spec.out))
             return
-        results = run_experiment(spec, probes=not no_probes, report=not no_report, command=command)
+        results = run_experiment(
+            spec, probes=not no_probes, report=not no_report, command=command, run_cells=not no_run
+        )
         finished = len({row["cell"] for row in results["cells"]})
         console.print(
             f"{finished}/{len(results['grid']['planned'])} cells finished, {len(results['failed'])} failed; "

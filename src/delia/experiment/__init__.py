@@ -24,15 +24,18 @@ def run_experiment(
     report: bool = True,
     command: str | None = None,
     quiet: bool = False,
+    run_cells: bool = True,
 ) -> dict[str, Any]:
-    """Run every unfinished cell, then results.json, the probes and the report; returns the results."""
+    """Run every unfinished cell (none with run_cells=False: a grid cut short is written up as it stands),
+    then results.json, the probes and the report; returns the results."""
     from delia.experiment.results import write_results
     from delia.experiment.runner import run_grid
 
     expansion = expand(spec)
-    run_grid(
-        spec, expansion.cells, on_cell_done=lambda _: write_results(spec, expansion, command), quiet=quiet
-    )
+    if run_cells:
+        run_grid(
+            spec, expansion.cells, on_cell_done=lambda _: write_results(spec, expansion, command), quiet=quiet
+        )
     results = write_results(spec, expansion, command)
     if probes:
         from delia.experiment.probes import run_probes
