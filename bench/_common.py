@@ -89,11 +89,15 @@ def busy_cores_now() -> float | None:
 def is_shared(info: dict[str, Any]) -> bool:
     """True when other processes kept more than half a core busy as the bench started: timings are then
     indicative. The load average after the bench is no guide: it counts the bench's own threads."""
-    busy = info.get("busy_cores_before")
-    if busy is None:  # no /proc/stat: the 1-minute load average before the bench, which lags
-        before = info["load_average"]["before"]
-        busy = before[0] if before else 0.0
-    return busy > 0.5
+    return others_busy(info.get("busy_cores_before"), info["load_average"]["before"])
+
+
+def others_busy(busy_before: float | None, load_before: list[float] | None) -> bool:
+    """More than half a core busy with other work as the bench started (without /proc/stat: the 1-minute
+    load average before the bench, which lags)."""
+    if busy_before is None:
+        busy_before = load_before[0] if load_before else 0.0
+    return busy_before > 0.5
 
 
 def command_line() -> str:

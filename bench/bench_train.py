@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _common import busy_cores_now, others_busy
 
 from delia.config import RunConfig
 from delia.data import read_examples
@@ -44,7 +45,7 @@ from delia.train.attention import packed_attention_for
 from delia.train.collate import encode_examples, pack
 from delia.train.loop import Totals, Trainer
 from delia.train.loss import LabelLoss
-from delia.train.runtime import busy_cores, free_cores
+from delia.train.runtime import free_cores
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -327,7 +328,7 @@ def main() -> None:
     args.threads = args.threads or free_cores()  # one setting for both: threads are per process
     torch.set_num_threads(args.threads)
     load_start = os.getloadavg()
-    busy_start = busy_cores()  # the load average lags, and at the end it counts this bench's own threads
+    busy_start = busy_cores_now()  # the load average lags, and at the end it counts this bench's own threads
     started = time.perf_counter()
     peaks = {"bf16": round(matmul_peak(torch.bfloat16), 1), "fp32": round(matmul_peak(torch.float32), 1)}
     examples = mixed_examples(args.examples, args.seed)
@@ -399,7 +400,7 @@ def main() -> None:
     }
     load_end = os.getloadavg()
     cores = os.cpu_count() or 1
-    shared = (busy_start if busy_start is not None else load_start[0]) > 0.5
+    shared = others_busy(busy_start, list(load_start))
     ratio = report["delia"]["tokens_per_s"] / report["trl"]["tokens_per_s"]
     result = {
         "bench": "train",
