@@ -52,7 +52,8 @@ def test_busy_cores_reads_proc_stat() -> None:
 def test_requested_threads_are_kept(two_cores: None, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(runtime, "busy_cores", lambda: 9.0)
     policy = ThreadPolicy(3, "cpu")
-    policy.update(10)
+    policy.checked_at -= ThreadPolicy.INTERVAL_S
+    policy.update()
     assert torch.get_num_threads() == 3
 
 
@@ -64,7 +65,10 @@ def test_auto_threads_follow_the_load_and_split_among_ranks(
     torch.set_num_threads(1)
     policy = ThreadPolicy(None, "cpu")
     assert torch.get_num_threads() == 2
-    policy.update(10)
+    policy.update()  # too soon after the first check: nothing measured
+    assert torch.get_num_threads() == 2
+    policy.checked_at -= ThreadPolicy.INTERVAL_S
+    policy.update()
     assert torch.get_num_threads() == 1
     torch.set_num_threads(1)
     monkeypatch.setattr(runtime, "busy_cores", lambda: 0.0)

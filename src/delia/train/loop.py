@@ -171,7 +171,7 @@ class Trainer:
 
     def _step(self, index: int, packing: bool, totals: Totals) -> StepReport:
         start = time.perf_counter()
-        self.threads.update(index)
+        self.threads.update()
         chosen = [self.examples[i] for i in self.plan.steps[index]]
         encoded = encode_examples(chosen, self.tokenizer, self.cfg.max_length, totals.stats)
         step_labels = sum(e.n_labels for e in encoded)

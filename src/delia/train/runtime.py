@@ -96,26 +96,33 @@ def free_cores(own_threads: int = 0) -> int:
 
 
 class ThreadPolicy:
-    """`train.threads`, or on a CPU as many threads as there are free cores, re-checked every few steps.
+    """`train.threads`, or on a CPU as many threads as there are free cores, re-checked every half minute.
 
     On an oversubscribed CPU every parallel op waits at a barrier for a thread the OS has descheduled:
     measured on a 2-core machine at load 8, an elementwise op took 6x longer wall-clock with 2 threads than
-    with 1, and a whole training step 20x. With idle cores, all of them are used.
+    with 1, and a whole training step 20x. With idle cores, all of them are used. The re-check goes by time,
+    not steps: a short run started while another job held a core kept 1 thread to its end when it re-checked
+    every 10 steps and had 8.
     """
 
-    EVERY = 10  # steps between re-checks
+    INTERVAL_S = 30.0  # a check sleeps 0.2 s, under 1% of this
 
     def __init__(self, requested: int | None, device: str, local_processes: int = 1) -> None:
         self.auto = requested is None and torch.device(device).type == "cpu"
         self.share = max(1, local_processes)  # ranks on one CPU split its free cores
+        self.checked_at = time.monotonic()
         if requested:
             torch.set_num_threads(requested)
         elif self.auto:
-            # This process's earlier stages (sampling, eval) count in the load average too.
-            own = torch.get_num_threads() * self.share
-            torch.set_num_threads(max(1, free_cores(own_threads=own) // self.share))
+            self.recheck()
 
-    def update(self, step_index: int) -> None:
-        if self.auto and step_index and step_index % self.EVERY == 0:
-            own = torch.get_num_threads() * self.share
-            torch.set_num_threads(max(1, free_cores(own_threads=own) // self.share))
+    def recheck(self) -> None:
+        # This process's earlier stages (sampling, eval) count in the load average fallback too.
+        own = torch.get_num_threads() * self.share
+        torch.set_num_threads(max(1, free_cores(own_threads=own) // self.share))
+        self.checked_at = time.monotonic()
+
+    def update(self) -> None:
+        """Call between optimizer steps."""
+        if self.auto and time.monotonic() - self.checked_at >= self.INTERVAL_S:
+            self.recheck()
