@@ -173,3 +173,36 @@ def test_compiled_layers_train_like_eager(tiny_model_dir: Path, tmp_path: Path) 
         weights.append(adapter_weights(tmp_path / str(compiled)))
     for name in weights[0]:
         assert torch.allclose(weights[0][name], weights[1][name], atol=1e-4), name
+
+
+def test_adapter_from_gathered_weights_equals_peft_own_save(trained: Any, tmp_path: Path) -> None:
+    """Under FSDP the adapter is written from whole tensors gathered by name: the same file PEFT writes."""
+    from safetensors.torch import load_file
+
+    from delia.train.lora import adapter_parameters
+    from delia.train.sharding import full_tensors
+
+    _, _, _, out = trained
+    model, _ = load_adapter_model("", out / "adapter")
+    model.save_pretrained(tmp_path / "own", save_embedding_layers=False)
+    weights = full_tensors(adapter_parameters(model))
+    model.save_pretrained(tmp_path / "gathered", state_dict=weights, save_embedding_layers=False)
+    own = load_file(str(tmp_path / "own" / "adapter_model.safetensors"))
+    gathered = load_file(str(tmp_path / "gathered" / "adapter_model.safetensors"))
+    assert own.keys() == gathered.keys() and any("trainable_tokens" in k for k in own)
+    assert all(torch.equal(own[k], gathered[k]) for k in own)
+
+
+def test_hooks_that_change_training_are_refused_under_fsdp(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from delia.train.runtime import Runtime
+
+    class Surgery(TrainerHooks):
+        def before_optimizer_step(self, model: Any, optimizer: torch.optim.Optimizer) -> None:
+            pass
+
+    monkeypatch.setattr(Runtime, "create", classmethod(lambda cls, device: cls("cpu", sharded=True)))
+    cfg = config(tiny_model_dir, max_steps=1)
+    with pytest.raises(DeliaError, match="runs under DDP, not FSDP"):
+        train_model(cfg, examples(), tmp_path, hooks=Surgery())

@@ -57,8 +57,9 @@ def fit(
     trainer = Trainer(config, model, tokenizer, token_ids, examples, out_dir, eval_examples, hooks)
     result = trainer.run(resume)
     trainer.runtime.barrier()
+    weights = trainer.trainable_weights()
     if trainer.runtime.is_main:
-        save_artifacts(out_dir, trainer.model, tokenizer, config, token_ids)
+        save_artifacts(out_dir, trainer.model, tokenizer, config, token_ids, weights)
         trainer.hooks.save(trainer.model, out_dir / "adapter")
     return Trained(result, trainer.model.eval(), tokenizer)  # eval: no LoRA dropout when generating
 

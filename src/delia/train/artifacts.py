@@ -16,11 +16,17 @@ MANIFEST = "delia_adapter.json"
 
 
 def save_artifacts(
-    out_dir: Path, model: Any, tokenizer: Any, config: RunConfig, token_ids: list[int]
+    out_dir: Path,
+    model: Any,
+    tokenizer: Any,
+    config: RunConfig,
+    token_ids: list[int],
+    weights: dict[str, Any] | None = None,
 ) -> Path:
     """out_dir/adapter: PEFT adapter, tokenizer with its new tokens, config.yaml, delia_adapter.json.
 
-    Written to a temp directory and renamed, so a reader never sees half an adapter.
+    Written to a temp directory and renamed, so a reader never sees half an adapter. `weights`: the trainable
+    parameters gathered whole, where the model holds only shards of them (FSDP).
     """
     import delia
 
@@ -29,7 +35,7 @@ def save_artifacts(
     tmp = Path(tempfile.mkdtemp(dir=out_dir, prefix=".adapter."))
     try:
         # The new rows travel as trainable-token values inside the adapter, so no whole embedding is saved.
-        model.save_pretrained(tmp, save_embedding_layers=False)
+        model.save_pretrained(tmp, state_dict=weights, save_embedding_layers=False)
         tokenizer.save_pretrained(tmp)
         (tmp / "config.yaml").write_text(config.to_yaml(), encoding="utf-8")
         manifest = {

@@ -12,6 +12,7 @@ import os
 import random
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,23 +52,27 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(
-    root: Path, step: int, model: Any, optimizer: Any, scheduler: Any, state: dict[str, Any]
+    root: Path,
+    step: int,
+    model: Any,
+    weights: dict[str, torch.Tensor],
+    optimizer_state: dict[str, Any],
+    scheduler: Any,
+    state: dict[str, Any],
 ) -> Path:
-    """Write checkpoint `step` atomically and prune old ones; returns its directory."""
+    """Write checkpoint `step` atomically and prune old ones; returns its directory. `weights` are the
+    trainable parameters, whole (gathered from their shards under FSDP), by name."""
     from safetensors.torch import save_file
 
     root.mkdir(parents=True, exist_ok=True)
     target = checkpoint_dir(root, step)
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{target.name}."))
     try:
-        trainable = {
-            name: p.detach().cpu().contiguous() for name, p in model.named_parameters() if p.requires_grad
-        }
-        save_file(trainable, str(tmp / "trainable.safetensors"))
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        save_file(weights, str(tmp / "trainable.safetensors"))
+        torch.save(optimizer_state, tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         torch.save(rng_state(), tmp / "rng.pt")
-        model.save_pretrained(tmp / "adapter", save_embedding_layers=False)
+        model.save_pretrained(tmp / "adapter", state_dict=weights, save_embedding_layers=False)
         (tmp / "state.json").write_text(json.dumps({**state, "step": step}, indent=2) + "\n")
         if target.exists():
             shutil.rmtree(target)
@@ -87,21 +92,38 @@ def _prune(root: Path) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
-def restore_checkpoint(path: Path, model: Any, optimizer: Any, scheduler: Any) -> dict[str, Any]:
-    """Load everything saved by `save_checkpoint` back in place; returns the saved state (with "step")."""
+@dataclass
+class Saved:
+    """A checkpoint read back: the caller puts weights and optimizer state in place (sharded or not)."""
+
+    path: Path
+    weights: dict[str, torch.Tensor]
+    optimizer_state: dict[str, Any]
+    state: dict[str, Any]  # fingerprint, elapsed, step...
+
+    def restore_weights(self, model: Any) -> None:
+        from delia.train.sharding import copy_full_tensor
+
+        params = dict(model.named_parameters())
+        missing = [name for name, p in params.items() if p.requires_grad and name not in self.weights]
+        if missing or any(name not in params for name in self.weights):
+            raise DeliaError(
+                f"checkpoint {self.path} does not match this model's trainable parameters "
+                f"(e.g. {missing[:1]})"
+            )
+        for name, tensor in self.weights.items():
+            copy_full_tensor(params[name], tensor)
+
+
+def read_checkpoint(path: Path, scheduler: Any) -> Saved:
+    """Read a checkpoint written by `save_checkpoint`; restores the scheduler and the RNG states at once."""
     from safetensors.torch import load_file
 
-    saved = load_file(str(path / "trainable.safetensors"))
-    params = dict(model.named_parameters())
-    missing = [name for name, p in params.items() if p.requires_grad and name not in saved]
-    if missing or any(name not in params for name in saved):
-        raise DeliaError(
-            f"checkpoint {path} does not match this model's trainable parameters (e.g. {missing[:1]})"
-        )
-    with torch.no_grad():
-        for name, tensor in saved.items():
-            params[name].copy_(tensor)
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True))
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
     set_rng_state(torch.load(path / "rng.pt", weights_only=True))  # tensors and python's tuple of ints
-    return json.loads((path / "state.json").read_text())
+    return Saved(
+        path,
+        load_file(str(path / "trainable.safetensors")),
+        torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True),
+        json.loads((path / "state.json").read_text()),
+    )

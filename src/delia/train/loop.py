@@ -30,10 +30,11 @@ from delia.train.collate import Encoded, EncodeStats, MicroBatch, collate, encod
 from delia.train.compile import compiled_layers
 from delia.train.hooks import TrainerHooks
 from delia.train.logs import SourceLosses, TrainLog
-from delia.train.lora import trainable_parameters, wrap_lora
+from delia.train.lora import adapter_parameters, trainable_parameters, wrap_lora
 from delia.train.loss import LabelLoss, LossOutput
 from delia.train.precision import autocast_is_bf16, bf16_frozen_weights
 from delia.train.runtime import Runtime, ThreadPolicy
+from delia.train.sharding import full_tensors, load_optimizer_state, optimizer_state
 
 
 @dataclass
@@ -114,6 +115,11 @@ class Trainer:
         self.tokenizer, self.examples, self.out_dir = tokenizer, examples, Path(out_dir)
         self.hooks = hooks or TrainerHooks()
         self.runtime = Runtime.create(config.model.device)
+        if self.runtime.sharded and type(self.hooks) is not TrainerHooks:
+            from delia.errors import DeliaError
+
+            # Gradient surgery and extra losses see whole gradients and weights; under FSDP they hold shards.
+            raise DeliaError(f"method {config.method!r} changes training itself and runs under DDP, not FSDP")
         self.threads = ThreadPolicy(
             self.cfg.threads, self.runtime.device, int(os.environ.get("LOCAL_WORLD_SIZE", self.runtime.world))
         )
@@ -133,6 +139,8 @@ class Trainer:
             self.cfg.seed,
             shuffle=config.mix.schedule not in ORDERED_SCHEDULES,
         )
+        bf16 = autocast_is_bf16(self.runtime.device, self.cfg.autocast)
+        self.loss_module = self.runtime.prepare(LabelLoss(self.model), bf16)  # before the optimizer: FSDP
         params = [p for _, p in trainable_parameters(self.model)]
         # fused: one kernel per parameter instead of ~10 elementwise passes (matters for 400+ LoRA tensors)
         fused = torch.device(self.runtime.device).type in ("cpu", "cuda")
@@ -142,7 +150,6 @@ class Trainer:
         # Floor, not ceil: with warmup 1 the first optimizer step would run at lr 0 and a short run waste it.
         warmup = int(self.cfg.warmup_ratio * len(self.plan))
         self.scheduler = make_scheduler(self.optimizer, self.cfg.scheduler, warmup, len(self.plan))
-        self.loss_module = self.runtime.prepare(LabelLoss(self.model))
         self.sources = sorted({e.source for e in examples} | {"task"})
         self.source_index = {name: i for i, name in enumerate(self.sources)}
         self.fingerprint = plan_fingerprint(examples, self.plan, config)
@@ -236,22 +243,30 @@ class Trainer:
         latest = checkpoint.latest_checkpoint(self.out_dir / "checkpoints")
         if latest is None:
             return 0, 0.0
-        state = checkpoint.restore_checkpoint(latest, self.model, self.optimizer, self.scheduler)
-        if state.get("fingerprint") != self.fingerprint:
+        saved = checkpoint.read_checkpoint(latest, self.scheduler)
+        if saved.state.get("fingerprint") != self.fingerprint:
             from delia.errors import DeliaError
 
             raise DeliaError(
                 f"{latest} was made with other data or train settings; "
                 f"remove {latest.parent} or drop --resume"
             )
-        return int(state["step"]), float(state.get("elapsed", 0.0))
+        saved.restore_weights(self.model)
+        load_optimizer_state(self.loss_module, self.optimizer, saved.optimizer_state, self.runtime.sharded)
+        return int(saved.state["step"]), float(saved.state.get("elapsed", 0.0))
+
+    def trainable_weights(self) -> dict[str, torch.Tensor]:
+        """The adapter's parameters, whole and on the CPU; every rank must call it (FSDP gathers)."""
+        return full_tensors(adapter_parameters(self.model))
 
     def _save_checkpoint(self, step: int, elapsed: float) -> None:
         self.runtime.barrier()
+        weights = self.trainable_weights()
+        optimizer = optimizer_state(self.loss_module, self.optimizer, self.runtime.sharded)
         if self.runtime.is_main:
             state = {"fingerprint": self.fingerprint, "elapsed": elapsed, "steps_total": len(self.plan)}
             checkpoint.save_checkpoint(
-                self.out_dir / "checkpoints", step, self.model, self.optimizer, self.scheduler, state
+                self.out_dir / "checkpoints", step, self.model, weights, optimizer, self.scheduler, state
             )
         self.runtime.barrier()
 
@@ -273,7 +288,8 @@ class Trainer:
         """Train step after step, yielding (step number, report, packing); the caller decides what
         happens between steps (logging, checkpoints, or a benchmark alternating with another trainer)."""
         base = self.model.get_base_model()
-        bf16 = autocast_is_bf16(self.runtime.device, self.cfg.autocast)
+        # Under FSDP the mixed-precision policy casts the weights (runtime.prepare).
+        bf16 = autocast_is_bf16(self.runtime.device, self.cfg.autocast) and not self.runtime.sharded
         with (
             packed_attention_for(base) as packed_ok,
             bf16_frozen_weights(base, bf16),

@@ -73,3 +73,14 @@ def _freeze_other_rows(peft_model: Any, token_ids: list[int]) -> None:
 
 def trainable_parameters(model: Any) -> list[tuple[str, torch.nn.Parameter]]:
     return [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+
+
+def adapter_parameters(model: Any) -> list[tuple[str, torch.nn.Parameter]]:
+    """What the adapter file holds: PEFT names each of its tensors after the adapter ("lora_A.default.weight",
+    "trainable_tokens_delta.default"), frozen or not."""
+    adapter = getattr(model, "active_adapter", "default")
+    return [
+        (name, p)
+        for name, p in model.named_parameters()
+        if f".{adapter}." in name or name.endswith(f".{adapter}")
+    ]

@@ -12,7 +12,7 @@ import torch
 
 from delia.models import pick_device
 
-UNSUPPORTED = ("FSDP", "DEEPSPEED", "MEGATRON_LM", "XLA")
+UNSUPPORTED = ("DEEPSPEED", "MEGATRON_LM", "XLA")
 
 
 @dataclass
@@ -21,6 +21,7 @@ class Runtime:
     rank: int = 0
     world: int = 1
     accelerator: Any = None
+    sharded: bool = False  # FSDP2: parameters, gradients and optimizer state split across the ranks
 
     @property
     def is_main(self) -> bool:
@@ -34,23 +35,38 @@ class Runtime:
         from accelerate import Accelerator
 
         accelerator = Accelerator(cpu=pick_device(device) == "cpu")
-        if accelerator.distributed_type.value in UNSUPPORTED:
+        kind = accelerator.distributed_type.value
+        if kind in UNSUPPORTED:
             from delia.errors import DeliaError
 
-            # The loop prepares only the model and calls loss.backward() itself: under FSDP or DeepSpeed the
-            # optimizer would hold parameters the wrapper replaced, and training would silently do nothing.
+            # The loop runs backward and the optimizer step itself; DeepSpeed's engine must own both.
             raise DeliaError(
-                f"delia train runs under accelerate with DDP (one process per device); "
-                f"{accelerator.distributed_type.value} is not supported yet (docs/scale-out.md)"
+                f"delia train runs under accelerate with DDP or FSDP; {kind} is not supported. For sharded "
+                "training use configs/accelerate/fsdp.yaml (docs/scale-out.md)"
             )
-        return cls(str(accelerator.device), accelerator.process_index, accelerator.num_processes, accelerator)
+        # On a CPU, accelerate reports MULTI_CPU even for an FSDP config; the launcher's variable says FSDP.
+        sharded = kind == "FSDP" or os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+        return cls(
+            str(accelerator.device),
+            accelerator.process_index,
+            accelerator.num_processes,
+            accelerator,
+            sharded,
+        )
 
-    def prepare(self, module: torch.nn.Module) -> torch.nn.Module:
-        return module if self.accelerator is None else self.accelerator.prepare(module)
+    def prepare(self, module: torch.nn.Module, bf16: bool = False) -> torch.nn.Module:
+        """DDP- or FSDP-wrap the loss module; build the optimizer afterwards (FSDP replaces parameters)."""
+        if self.accelerator is None:
+            return module
+        if self.sharded:
+            from delia.train.sharding import shard_model
+
+            return shard_model(module, self.device, self.world, bf16)
+        return self.accelerator.prepare(module)
 
     def no_sync(self, module: torch.nn.Module, skip: bool) -> Any:
         """Skip DDP's gradient all-reduce on every micro-batch but the step's last."""
-        if self.accelerator is None or not skip:
+        if self.accelerator is None or not skip or self.sharded:  # FSDP reduce-scatters every backward
             return contextlib.nullcontext()
         return self.accelerator.no_sync(module)
 
