@@ -309,7 +309,11 @@ def test_ratio_search_runs_end_to_end_on_a_fake_objective(
     spec = tiny_spec(tmp_path, tiny_model_dir, methods=["delia"], seeds=[0])
     spec.search.lo, spec.search.hi, spec.search.max_evals = 0, 8, 5
     spec.search.set = ["eval.limit=2"]
+    planned = ratio_search.plan_ratio_search(spec)  # what --dry-run shows: runs nothing
+    assert [(row["ratio"], row["state"]) for row in planned] == [(0, "to run")]
+    assert not Path(spec.out).exists()
     result = ratio_search.run_ratio_search(spec, log_line=lambda line: None)
+    assert ratio_search.plan_ratio_search(spec)[0]["state"] == "done"
     assert result["argmax"]["ratio"] == 3
     assert 3 <= result["evaluations"] <= 5
     assert all(Path(p["run_dirs"][0], "cell.json").exists() for p in result["points"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -51,9 +51,12 @@ def register(app: typer.Typer) -> None:
         if search is not None:
             if search != "ratio":
                 raise DeliaError(f"--search {search!r}: only 'ratio' is supported")
-            from delia.experiment.ratio_search import run_ratio_search
+            from delia.experiment.ratio_search import plan_ratio_search, run_ratio_search
             from delia.experiment.report import write_report
 
+            if dry_run:
+                print_search_plan(spec, plan_ratio_search(spec))
+                return
             result = run_ratio_search(
                 spec, log_line=lambda line: console.print(line, highlight=False, markup=False)
             )
@@ -125,3 +128,20 @@ def print_plan(spec: ExperimentSpec, expansion: Expansion) -> None:
     console.print(table)
     for item in expansion.skipped:
         console.print(f"skipped {item['name']}: {item['reason']}", highlight=False)
+
+
+def print_search_plan(spec: ExperimentSpec, rows: list[dict[str, Any]]) -> None:
+    from rich.table import Table
+
+    search = spec.search
+    table = Table(
+        title=f"{spec.name}: ratio search over [{search.lo:g}, {search.hi:g}], {search.max_evals} points"
+    )
+    for column in ("cell", "ratio", "seed", "state", "value"):
+        table.add_column(column)
+    for row in rows:
+        value = "-" if row["value"] is None else f"{row['value']:.4f}"
+        table.add_row(row["cell"], str(row["ratio"]), str(row["seed"]), row["state"], value)
+    console.print(table)
+    if rows and rows[-1]["state"] != "done":
+        console.print("later points depend on the values of the earlier ones", highlight=False)

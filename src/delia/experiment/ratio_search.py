@@ -3,6 +3,7 @@ search's own data (`search.set`, e.g. a validation slice of the eval file), neve
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import sys
 from pathlib import Path
@@ -88,6 +89,43 @@ def run_ratio_search(spec: ExperimentSpec, log_line: Any = print) -> dict[str, A
 
     plot_search(result, out / "search.png")
     return result
+
+
+class _NotRunYet(Exception):
+    pass
+
+
+def plan_ratio_search(spec: ExperimentSpec) -> list[dict[str, Any]]:
+    """The search replayed over its finished cells, up to the first point not run yet: what `--dry-run`
+    shows. Which ratio comes next depends on the values so far, so nothing further can be listed."""
+    from delia.experiment.grid import cell_dir
+    from delia.experiment.runner import finished_record
+
+    derived, entry = search_spec(spec)
+    metric = spec.search.metric or spec.headline_metric
+    size = search_size(spec)
+    rows: list[dict[str, Any]] = []
+
+    def objective(ratio: int) -> float:
+        values = []
+        for seed in spec.search.seeds:
+            cell = Cell(entry.name, entry.method, size, float(ratio), seed, SEARCH_VARIANT)
+            record = finished_record(derived, cell)
+            if record is None:
+                state = "started" if cell_dir(derived, cell).exists() else "to run"
+                rows.append({"cell": cell.name, "ratio": ratio, "seed": seed, "state": state, "value": None})
+                raise _NotRunYet
+            values.append(float(record["values"][metric]["value"]))
+            rows.append(
+                {"cell": cell.name, "ratio": ratio, "seed": seed, "state": "done", "value": values[-1]}
+            )
+        return statistics.fmean(values)
+
+    with contextlib.suppress(_NotRunYet):
+        golden_section_search(
+            objective, spec.search.lo, spec.search.hi, spec.search.max_evals, spec.search.include_bounds
+        )
+    return rows
 
 
 def point_details(
