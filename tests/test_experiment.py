@@ -152,6 +152,29 @@ def test_summary_uses_seeds_and_falls_back_to_the_cell_bootstrap_for_one_seed() 
     assert "1 seed" in icl["ci_method"]
 
 
+def test_headline_compares_delia_within_each_variant() -> None:
+    from delia.experiment.report import Results, headline_comparison
+
+    rows = [
+        row(0, 0.2, variant=v, method=m, ratio=r, metric="chrf++")
+        for v in ("en-is", "is-en")
+        for m, r in (("delia", 1.0), ("icl", None))
+    ]
+    summary = summarise(rows)
+    planned = [{k: r[k] for k in ("variant", "method", "task_size", "ratio", "seed")} for r in rows]
+    results = Results(
+        {
+            "summary": summary,
+            "grid": {"planned": planned},
+            "methods": [{"name": "delia"}, {"name": "icl"}],
+            "spec": {"metrics": ["chrf++"], "headline": {"metric": None, "task_size": None, "ratio": None}},
+        }
+    )
+    lines = headline_comparison(results)
+    assert [line.split(":")[0] for line in lines] == ["en-is", "is-en"]
+    assert all("delia (r=1) vs icl" in line for line in lines)
+
+
 # ------------------------------------------------------------------------------------------- search
 
 

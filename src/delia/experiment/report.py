@@ -47,8 +47,8 @@ def fmt_summary(row: dict[str, Any], planned_seeds: int | None = None) -> str:
         else row["n_seeds"]
     )
     ci = f"[{fmt_number(metric, row['ci_low'])}, {fmt_number(metric, row['ci_high'])}]"
-    kind = " bootstrap" if row["n_seeds"] == 1 else ""
-    return f"{fmt_number(metric, row['mean'])} {ci} ({seeds} seeds{kind}, n={row['n_eval']})"
+    unit = "seed, bootstrap" if row["n_seeds"] == 1 and seeds == 1 else "seeds"
+    return f"{fmt_number(metric, row['mean'])} {ci} ({seeds} {unit}, n={row['n_eval']})"
 
 
 def ratio_text(ratio: float | None) -> str:
@@ -197,15 +197,21 @@ def table_divergent(doc: Document, probes: dict[str, Any] | None) -> bool:
 
 
 def headline_comparison(res: Results) -> list[str]:
-    """DELIA against every other method on the headline slice, stated plainly (CI overlap)."""
+    """DELIA against every other method on the headline slice, per variant, stated plainly (CI overlap)."""
+    return [line for variant in res.variants() for line in _compare_in_variant(res, variant)]
+
+
+def _compare_in_variant(res: Results, variant: Any) -> list[str]:
     metric = res.headline_metric()
     size, ratio = res.headline()
-    delia = res.summary.get((None, "delia", size, ratio, metric))
+    where = f"{variant}: " if variant is not None else ""
+    delia = res.summary.get((variant, "delia", size, ratio, metric))
     if delia is None:
-        return [f"No finished `delia` cells at task size {size}, ratio {ratio_text(ratio)}: no comparison."]
+        slice_ = f"task size {size}, ratio {ratio_text(ratio)}"
+        return [f"{where}no finished `delia` cells at {slice_}: no comparison."]
     lines = []
-    for method, r in res.series():
-        other = res.summary.get((None, method, size, r, metric))
+    for method, r in res.series(variant):
+        other = res.summary.get((variant, method, size, r, metric))
         if method == "delia" or other is None or (r is not None and r != ratio):
             continue
         diff = delia["mean"] - other["mean"]
@@ -213,7 +219,7 @@ def headline_comparison(res: Results) -> list[str]:
         verdict = "CIs overlap: not a clear difference" if overlap else "CIs do not overlap"
         word = "higher" if diff > 0 else "lower" if diff < 0 else "equal"
         lines.append(
-            f"delia (r={ratio_text(ratio)}) vs {method_label(method, r)}: "
+            f"{where}delia (r={ratio_text(ratio)}) vs {method_label(method, r)}: "
             f"{fmt_number(metric, delia['mean'])} vs {fmt_number(metric, other['mean'])}, "
             f"DELIA {word} by {fmt_number(metric, abs(diff))} ({verdict})"
         )
