@@ -89,6 +89,36 @@ def test_local_backend_counts_tokens_in_prompt_order(tiny_model: Any, tokenizer:
     assert all(0 <= n <= GREEDY.max_new_tokens for n in backend.last_new_tokens)
 
 
+def test_local_backend_follows_free_cores_between_decode_steps(
+    tiny_model: Any, tokenizer: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    from delia.train import runtime
+
+    # Another job takes a core once decoding has started: the next re-check drops to 1 thread mid-generate.
+    checks: list[int] = []
+    monkeypatch.setattr(runtime, "free_cores", lambda own_threads=0: 2 if not checks else 1)
+    monkeypatch.setattr(runtime.ThreadPolicy, "INTERVAL_S", 0.0)
+    original = runtime.ThreadPolicy.recheck
+
+    def recheck(policy: runtime.ThreadPolicy) -> None:
+        original(policy)
+        checks.append(torch.get_num_threads())
+
+    monkeypatch.setattr(runtime.ThreadPolicy, "recheck", recheck)
+    before = torch.get_num_threads()
+    try:
+        runtime.install_thread_policy(runtime.ThreadPolicy(None, "cpu"))
+        assert checks == [2]
+        backend = LocalBackend(tiny_model, tokenizer, batch_size=2, autocast_mode="none", progress=False)
+        backend.generate([user("a"), user("b")], GREEDY)
+    finally:
+        runtime.install_thread_policy(None)
+        torch.set_num_threads(before)
+    assert len(checks) > 2 and checks[-1] == 1
+
+
 def test_make_backend_reuses_a_loaded_model_and_checks_openai_url(tiny_model: Any, tokenizer: Any) -> None:
     backend = make_backend(BackendConfig(batch_size=5), "ignored", model=tiny_model, tokenizer=tokenizer)
     assert isinstance(backend, LocalBackend) and backend.model is tiny_model and backend.batch_size == 5

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -31,6 +31,9 @@ from delia.data.io import read_examples, write_json, write_jsonl
 from delia.errors import ConfigError, DataError
 from delia.methods import get_method
 from delia.methods.base import Plan
+
+if TYPE_CHECKING:
+    from delia.train.runtime import ThreadPolicy
 
 STAGES = ("task", "diversify", "sample", "mix", "train", "eval")
 MANIFEST = "manifest.json"
@@ -191,33 +194,34 @@ def run_dir_of(config: RunConfig) -> Path:
     return Path(config.run_dir) / config.name
 
 
-def pick_threads(config: RunConfig) -> int | None:
-    """train.threads when set; else, on a CPU, as many threads as other processes leave cores free.
+def thread_policy(config: RunConfig) -> ThreadPolicy:
+    """train.threads when set; else, on a CPU, as many threads as other processes leave cores free, re-checked
+    every half minute during generation (sampling, rewriting, eval) as well as training.
 
     Measured here (2 cores, load ~11): generating 84 tokens took 7 s with 1 thread and 105 s with 2, as
     every op's thread barrier waits for a descheduled thread. On an idle machine all cores are faster.
     """
-    if config.train.threads:
-        return config.train.threads
-    if not config.model.device.startswith("cpu"):
-        return None
-    from delia.train.runtime import free_cores
+    from delia.models import pick_device
+    from delia.train.runtime import ThreadPolicy
 
-    return free_cores()
+    return ThreadPolicy(config.train.threads, pick_device(config.model.device))
 
 
 def run(config: RunConfig, *, log: Log | None = None) -> Path:
     """Run every stage of `config` (reusing cached ones) and return the run directory."""
+    import torch
+
+    from delia.train.runtime import install_thread_policy
+
     run_dir = run_dir_of(config)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(config.to_yaml(), encoding="utf-8")
     state = Run(config, run_dir, log or (lambda line: print(f"[{config.name}] {line}", flush=True)))
-    threads = pick_threads(config)
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
-        state.log(f"torch threads: {threads}")
+    threads = thread_policy(config)
+    install_thread_policy(threads)
+    if threads.auto or config.train.threads:
+        follows = " (follows free cores)" if threads.auto else ""
+        state.log(f"torch threads: {torch.get_num_threads()}{follows}")
     method = get_method(config.method)
     task, evals = stage_task(state)
     if method.tasks and task and task[0].meta.get("task") not in method.tasks:

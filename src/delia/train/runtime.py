@@ -142,3 +142,21 @@ class ThreadPolicy:
         """Call between optimizer steps."""
         if self.auto and time.monotonic() - self.checked_at >= self.INTERVAL_S:
             self.recheck()
+
+
+# torch's thread count is process-wide, so the policy that long generations keep current is too: a run
+# started on an idle CPU kept 2 threads through sampling while a second job took a core, and decoded 12x
+# slower than that job with 1 (7 vs 92 new tokens/s, 2026-11-30).
+_installed: ThreadPolicy | None = None
+
+
+def install_thread_policy(policy: ThreadPolicy | None) -> None:
+    """Makes `policy` the one that `keep_threads_current` updates (None: leave the thread count alone)."""
+    global _installed
+    _installed = policy
+
+
+def keep_threads_current() -> None:
+    """Call between decode steps: re-checks free cores at most every `ThreadPolicy.INTERVAL_S`."""
+    if _installed is not None:
+        _installed.update()

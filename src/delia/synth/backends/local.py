@@ -19,6 +19,20 @@ from tqdm.auto import tqdm
 from delia.config import SamplingConfig
 from delia.models import autocast, cpu_supports_bf16
 from delia.synth.backends.base import GenerationStats, Message
+from delia.train.runtime import keep_threads_current
+
+
+def follow_free_cores() -> Any:
+    """A stopping criterion that never stops: between decode steps it lets the installed thread policy
+    re-check free cores, as one batch can decode for minutes while other jobs come and go."""
+    from transformers import StoppingCriteria  # here: importing transformers costs seconds at CLI start
+
+    class FollowFreeCores(StoppingCriteria):
+        def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+            keep_threads_current()
+            return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+    return FollowFreeCores()
 
 
 def stop_token_ids(tokenizer: Any) -> list[int]:
@@ -136,6 +150,10 @@ class LocalBackend:
         model, precision = self.generation_model()
         if self.stop_strings:
             options.update(stop_strings=list(self.stop_strings), tokenizer=self.tokenizer)
+        if model.device.type == "cpu":
+            from transformers import StoppingCriteriaList
+
+            options["stopping_criteria"] = StoppingCriteriaList([follow_free_cores()])
         if self.logits_processor_factory is not None:  # given the model that generates (maybe the bf16 copy)
             options["logits_processor"] = self.logits_processor_factory(model, self.tokenizer)
         if do_sample and seeds is not None:  # last, after the warpers and any factory's processors
