@@ -241,6 +241,25 @@ def test_results_json_has_cells_and_summary_with_cis(finished: tuple[Any, dict[s
         assert cell["train_steps"] == delia[(cell["ratio"], cell["seed"])]["train_steps"]
 
 
+def test_cell_cost_sums_its_own_stages_not_those_copied_from_a_sibling(
+    finished: tuple[Any, dict[str, Any]],
+) -> None:
+    from delia.experiment.runner import COPIED, stage_seconds
+
+    _, results = finished
+    by_cell = {row["cell"]: row for row in results["cells"]}
+    icl = Path(next(row["run_dir"] for row in by_cell.values() if row["method"] == "icl"))
+    copied = [stage for stage in ("diversify", "sample") if (icl / stage / COPIED).exists()]
+    assert copied  # icl needs no diverse data, yet its sibling's stages were copied in
+    own = sum(
+        json.loads((stage / "manifest.json").read_text())["seconds"]
+        for stage in icl.iterdir()
+        if (stage / "manifest.json").exists() and stage.name not in copied
+    )
+    assert stage_seconds(icl) == pytest.approx(own, abs=0.1)
+    assert by_cell[icl.name]["compute_seconds"] == stage_seconds(icl)
+
+
 def test_a_second_invocation_runs_nothing(
     finished: tuple[Any, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -252,7 +252,8 @@ def cost_table(doc: Document, data: dict[str, Any]) -> None:
     rows = []
     for label, members in by_method.items():
         steps = [m["train_steps"] for m in members if m["train_steps"] is not None]
-        walls = [m["wall_seconds"] for m in members if m.get("wall_seconds")]
+        # Older results.json files have only the last invocation's wall time.
+        walls = [m.get("compute_seconds") or m["wall_seconds"] for m in members if m.get("wall_seconds")]
         rows.append(
             [
                 label,
@@ -261,7 +262,8 @@ def cost_table(doc: Document, data: dict[str, Any]) -> None:
                 f"{sum(walls) / len(walls) / 60:.1f}" if walls else "-",
             ]
         )
-    doc.table(["method", "finished cells", "mean optimizer steps", "mean wall min per cell"], rows)
+    header = ["method", "finished cells", "mean optimizer steps", "mean min per cell (sum of its stages)"]
+    doc.table(header, rows)
 
 
 def setup(doc: Document, data: dict[str, Any], out: Path) -> None:

@@ -58,6 +58,7 @@ def cell_rows(record: dict[str, Any], metrics: list[str] | None) -> list[dict[st
                 "ci_high": figure.get("ci_high"),
                 "train_steps": record["train"]["steps"],
                 "wall_seconds": record.get("wall_seconds"),
+                "compute_seconds": record.get("compute_seconds"),
                 "run_dir": record["run_dir"],
                 "cell": cell["name"],
             }

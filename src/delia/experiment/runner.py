@@ -25,6 +25,7 @@ from delia.experiment.spec import ExperimentSpec
 
 CELL_FILE = "cell.json"
 SHARED_STAGES = ("diversify", "sample")
+COPIED = "copied_from_sibling.txt"  # holds the stage hash that was copied
 Log = Callable[[str], None]
 
 
@@ -58,7 +59,10 @@ def finished_record(spec: ExperimentSpec, cell: Cell) -> dict[str, Any] | None:
     record = read_cell_record(cell_dir(spec, cell))
     if record is None or record.get("config_hash") != config_hash(config):
         return None
-    return record if (cell_dir(spec, cell) / "metrics.json").exists() else None
+    if not (cell_dir(spec, cell) / "metrics.json").exists():
+        return None
+    record.setdefault("compute_seconds", stage_seconds(cell_dir(spec, cell)))  # records older than the field
+    return record
 
 
 def prime_shared_stages(spec: ExperimentSpec, cell: Cell, others: list[Cell]) -> list[str]:
@@ -78,6 +82,8 @@ def prime_shared_stages(spec: ExperimentSpec, cell: Cell, others: list[Cell]) ->
             if other != cell and same_data and (source / "manifest.json").exists():
                 target.mkdir(parents=True, exist_ok=True)
                 shutil.copytree(source, target / stage)
+                # Marks the copy, so the cell's cost leaves out time a sibling spent (until it is recomputed).
+                (target / stage / COPIED).write_text(str(_manifest(source).get("hash")), encoding="utf-8")
                 copied.append(f"{stage} from {other.name}")
                 break
     return copied
@@ -109,8 +115,21 @@ def cell_record(spec: ExperimentSpec, cell: Cell, seconds: float) -> dict[str, A
         "options": {"delia": config.delia.model_dump(), "eval_limit": config.eval.limit},
         "eval_seconds": metrics.get("seconds"),
         "wall_seconds": round(seconds, 1),
+        "compute_seconds": stage_seconds(run_dir),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+
+
+def stage_seconds(run_dir: Path) -> float:
+    """Seconds its stages took when they were computed: a cell resumed or re-evaluated later keeps the cost of
+    the stages it reused, which its last invocation's wall time leaves out."""
+    total = 0.0
+    for stage in (path for path in run_dir.iterdir() if path.is_dir()):
+        manifest = _manifest(stage)
+        copied = stage / COPIED
+        if not (copied.exists() and copied.read_text(encoding="utf-8") == str(manifest.get("hash"))):
+            total += manifest.get("seconds") or 0.0
+    return round(total, 1)
 
 
 def _manifest(stage_dir: Path) -> dict[str, Any]:
