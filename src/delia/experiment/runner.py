@@ -48,9 +48,11 @@ class GridOutcome:
 
 def read_cell_record(run_dir: Path) -> dict[str, Any] | None:
     try:
-        return json.loads((run_dir / CELL_FILE).read_text(encoding="utf-8"))
+        record = json.loads((run_dir / CELL_FILE).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return None
+    record.setdefault("compute_seconds", stage_seconds(run_dir))  # records written before the field
+    return record
 
 
 def finished_record(spec: ExperimentSpec, cell: Cell) -> dict[str, Any] | None:
@@ -61,7 +63,6 @@ def finished_record(spec: ExperimentSpec, cell: Cell) -> dict[str, Any] | None:
         return None
     if not (cell_dir(spec, cell) / "metrics.json").exists():
         return None
-    record.setdefault("compute_seconds", stage_seconds(cell_dir(spec, cell)))  # records older than the field
     return record
 
 
