@@ -366,6 +366,22 @@ def test_ratio_search_runs_end_to_end_on_a_fake_objective(
     assert "Best ratio: **3**" in md.read_text()
 
 
+def test_a_grid_with_variants_probes_its_first_variant(tmp_path: Path, tiny_model_dir: Path) -> None:
+    from delia.experiment.report import write_report
+
+    spec = tiny_spec(
+        tmp_path, tiny_model_dir, methods=["common_it"], ratios=[1], seeds=[0], variants={"a": [], "b": []}
+    )
+    probes = spec.probes.model_copy(update={"repr": False, "divergent": False})
+    spec = spec.model_copy(update={"probes": probes})
+    run_experiment(spec, command="delia experiment tiny.yaml", quiet=True)
+    summary = json.loads((Path(spec.out) / "probes" / "summary.json").read_text())
+    assert summary["variant"] == "a" and summary["cells"] == ["a__common_it__n4__s0"]
+    assert summary["losscurve"] is True
+    md, _ = write_report(Path(spec.out))
+    assert "task-loss curves (a, " in md.read_text()
+
+
 def test_recheck_reruns_a_cell_from_scratch_and_compares(finished: tuple[Any, dict[str, Any]]) -> None:
     from delia.experiment.recheck import recheck_cell
     from delia.experiment.report import write_report

@@ -36,18 +36,26 @@ def headline_slice(spec: ExperimentSpec, cells: list[Cell]) -> tuple[int | None,
     return size, ratio
 
 
-def in_slice(cell: Cell, size: int | None, ratio: float | None) -> bool:
-    return cell.task_size == size and cell.ratio in (None, ratio) and cell.variant is None
+def probed_variant(cells: list[Cell]) -> Any:
+    """Probes look at one variant: the grid's first (None in a grid without variants)."""
+    return cells[0].variant if cells else None
+
+
+def in_slice(cell: Cell, size: int | None, ratio: float | None, variant: Any) -> bool:
+    return cell.task_size == size and cell.ratio in (None, ratio) and cell.variant == variant
 
 
 def probed_cells(spec: ExperimentSpec, cells: list[Cell]) -> list[Cell]:
     """Finished cells of the headline slice, in the seeds chosen for probing."""
     size, ratio = headline_slice(spec, cells)
     seeds = spec.probes.seeds if spec.probes.seeds is not None else spec.grid.seeds
+    variant = probed_variant(cells)
     return [
         c
         for c in cells
-        if in_slice(c, size, ratio) and c.seed in seeds and read_cell_record(cell_dir(spec, c)) is not None
+        if in_slice(c, size, ratio, variant)
+        and c.seed in seeds
+        and read_cell_record(cell_dir(spec, c)) is not None
     ]
 
 
@@ -166,7 +174,7 @@ def run_losscurves(spec: ExperimentSpec, cells: list[Cell], all_cells: list[Cell
         for c in all_cells
         if c.task_size == size
         and c.seed == seed
-        and c.variant is None
+        and c.variant == probed_variant(all_cells)
         and (cell_dir(spec, c) / "train_log.jsonl").exists()
         and read_cell_record(cell_dir(spec, c)) is not None
     ]
@@ -261,7 +269,12 @@ def run_probes(spec: ExperimentSpec, cells: list[Cell]) -> dict[str, Any]:
     out = Path(spec.out) / PROBES_DIR
     chosen = probed_cells(spec, cells)
     size, ratio = headline_slice(spec, cells)
-    summary: dict[str, Any] = {"task_size": size, "ratio": ratio, "cells": [c.name for c in chosen]}
+    summary: dict[str, Any] = {
+        "variant": probed_variant(cells),
+        "task_size": size,
+        "ratio": ratio,
+        "cells": [c.name for c in chosen],
+    }
     if spec.probes.repr:
         data = run_repr(spec, chosen, out / "repr")
         summary["repr"] = aggregate_repr(data, spec.probes.keywords)

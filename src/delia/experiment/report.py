@@ -428,8 +428,11 @@ def figures(
     loss_png = out / "probes" / "losscurve" / "losscurve.png"
     if loss_png.exists():
         target = plots / "task_loss_curves.png"
+        plots.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(loss_png, target)
-        doc.image(target, "task-loss curves (seed of the first probed cell, x = fraction of training)")
+        variant = (probes or {}).get("variant")
+        where = f"{variant}, " if variant is not None else ""
+        doc.image(target, f"task-loss curves ({where}first probed seed, x = fraction of training)")
     if search is not None and not (out / "search.png").exists():
         plot_search(search, out / "search.png")
 
