@@ -169,12 +169,13 @@ def run_losscurves(spec: ExperimentSpec, cells: list[Cell], all_cells: list[Cell
         return False
     size, _ = headline_slice(spec, all_cells)
     seed = min(c.seed for c in cells)
+    variant = probed_variant(all_cells)
     chosen = [
         c
         for c in all_cells
         if c.task_size == size
         and c.seed == seed
-        and c.variant == probed_variant(all_cells)
+        and c.variant == variant
         and (cell_dir(spec, c) / "train_log.jsonl").exists()
         and read_cell_record(cell_dir(spec, c)) is not None
     ]

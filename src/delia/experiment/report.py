@@ -47,7 +47,7 @@ def fmt_summary(row: dict[str, Any], planned_seeds: int | None = None) -> str:
         else row["n_seeds"]
     )
     ci = f"[{fmt_number(metric, row['ci_low'])}, {fmt_number(metric, row['ci_high'])}]"
-    unit = "seed, bootstrap" if row["n_seeds"] == 1 and seeds == 1 else "seeds"
+    unit = "seed, bootstrap" if seeds == 1 else "seeds"  # "1/3" (seeds missing) stays plural
     return f"{fmt_number(metric, row['mean'])} {ci} ({seeds} {unit}, n={row['n_eval']})"
 
 

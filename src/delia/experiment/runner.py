@@ -51,7 +51,8 @@ def read_cell_record(run_dir: Path) -> dict[str, Any] | None:
         record = json.loads((run_dir / CELL_FILE).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return None
-    record.setdefault("compute_seconds", stage_seconds(run_dir))  # records written before the field
+    if "compute_seconds" not in record:  # records written before the field
+        record["compute_seconds"] = stage_seconds(run_dir)
     return record
 
 
@@ -61,9 +62,7 @@ def finished_record(spec: ExperimentSpec, cell: Cell) -> dict[str, Any] | None:
     record = read_cell_record(cell_dir(spec, cell))
     if record is None or record.get("config_hash") != config_hash(config):
         return None
-    if not (cell_dir(spec, cell) / "metrics.json").exists():
-        return None
-    return record
+    return record if (cell_dir(spec, cell) / "metrics.json").exists() else None
 
 
 def prime_shared_stages(spec: ExperimentSpec, cell: Cell, others: list[Cell]) -> list[str]:
