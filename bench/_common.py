@@ -80,7 +80,7 @@ def machine_info(load_before: list[float] | None = None, busy_before: float | No
 
 def busy_cores_now() -> float | None:
     """Cores other processes keep busy now (/proc/stat over 0.2 s); call it before the bench's own work."""
-    from delia.train.runtime import busy_cores
+    from delia.generation.threads import busy_cores
 
     busy = busy_cores()
     return None if busy is None else round(busy, 2)

@@ -22,9 +22,9 @@ from typing import Any
 
 import torch
 
-from delia.config import SamplingConfig
-from delia.models import EMBEDDED, cpu_supports_bf16, load_model, load_tokenizer
-from delia.synth.backends.local import LocalBackend, stop_token_ids
+from delia.core.config import SamplingConfig
+from delia.core.models import EMBEDDED, cpu_supports_bf16, load_model, load_tokenizer
+from delia.generation.local import LocalBackend, stop_token_ids
 
 ROOT = Path(__file__).resolve().parents[1]
 ALPACA = ROOT.parent / "shared" / "data" / "alpaca" / "alpaca_data.json.gz"

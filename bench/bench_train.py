@@ -36,16 +36,16 @@ from typing import Any
 import torch
 from _common import busy_cores_now, others_busy
 
-from delia.config import RunConfig
+from delia.core.config import RunConfig
+from delia.core.example import Example
+from delia.core.models import cpu_supports_bf16
 from delia.data import read_examples
-from delia.data.example import Example
-from delia.models import cpu_supports_bf16
+from delia.generation.threads import free_cores
 from delia.train import load_for_training
 from delia.train.attention import packed_attention_for
 from delia.train.collate import encode_examples, pack
 from delia.train.loop import Totals, Trainer
 from delia.train.loss import LabelLoss
-from delia.train.runtime import free_cores
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -233,7 +233,7 @@ def _masks(data: Any) -> list[list[int] | None]:
 @torch.no_grad()
 def mean_loss(model: Any, tokenizer: Any, examples: list[Example], micro: int = 8) -> float:
     """Mean per-token loss over the examples' answers, eval mode, bf16 autocast: one evaluator for both."""
-    from delia.models import autocast
+    from delia.core.models import autocast
 
     was_training = model.training
     model.eval()

@@ -34,7 +34,7 @@ def tiny_llama(vocab_size: int, seed: int = 0, tie: bool = True) -> Any:
 
 @pytest.fixture(scope="session")
 def tokenizer() -> Any:
-    from delia.models import load_tokenizer
+    from delia.core.models import load_tokenizer
 
     return load_tokenizer("smollm2-135m-instruct")
 

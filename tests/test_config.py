@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from delia.config import (
+from delia.core.config import (
     MixConfig,
     RunConfig,
     TrainConfig,
@@ -15,8 +15,8 @@ from delia.config import (
     load_config,
     parse_overrides,
 )
-from delia.errors import ConfigError
-from delia.models import EMBEDDED
+from delia.core.errors import ConfigError
+from delia.core.models import EMBEDDED
 
 
 def test_defaults_are_the_papers() -> None:

@@ -324,9 +324,9 @@ def test_sigkilled_run_reruns_to_the_same_results(tiny_model_dir: Path, tmp_path
 
 
 def test_a_run_refuses_task_instructions_without_the_declared_token(tmp_path: Path) -> None:
-    from delia.config import build_config
+    from delia.core.config import build_config
+    from delia.core.errors import ConfigError, DataError
     from delia.data import read_examples
-    from delia.errors import ConfigError, DataError
     from delia.pipeline import check_special_tokens, run
 
     rows = [

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from delia.core.errors import DataError
 from delia.data import AppendLog, Example, read_examples, read_examples_with_format, write_json, write_jsonl
-from delia.errors import DataError
 
 TURNS = [{"role": "user", "content": "Say hi"}, {"role": "assistant", "content": "hi"}]
 

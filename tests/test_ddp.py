@@ -146,7 +146,7 @@ def test_deepspeed_is_refused_not_run_wrong(monkeypatch: pytest.MonkeyPatch) -> 
     import accelerate
     from accelerate.utils import DistributedType
 
-    from delia.errors import DeliaError
+    from delia.core.errors import DeliaError
     from delia.train.runtime import Runtime
 
     class DeepSpeed:

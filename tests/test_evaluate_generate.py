@@ -12,9 +12,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from delia.config import EvalConfig
+from delia.core.config import EvalConfig
+from delia.core.errors import DeliaError
 from delia.data import Example, write_jsonl
-from delia.errors import DeliaError
 from delia.evaluate import evaluate_model
 
 

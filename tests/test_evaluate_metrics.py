@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from delia.config import EvalConfig
-from delia.errors import DeliaError
+from delia.core.config import EvalConfig
+from delia.core.errors import DeliaError
 from delia.evaluate import score
 from delia.evaluate.jsonfmt import earliest_object, normalise_label, parse_answer, reference_label
 

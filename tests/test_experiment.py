@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from delia.errors import ConfigError, DeliaError
+from delia.core.errors import ConfigError, DeliaError
 from delia.experiment import expand, run_experiment
 from delia.experiment.grid import Cell, cell_config
 from delia.experiment.results import summarise, t_interval
@@ -269,7 +269,7 @@ def test_a_second_invocation_runs_nothing(
         raise AssertionError("a finished cell was run again")
 
     monkeypatch.setattr("delia.pipeline.run", no_run)
-    monkeypatch.setattr("delia.models.load_model", no_run)
+    monkeypatch.setattr("delia.core.models.load_model", no_run)
     again = run_experiment(spec, probes=False, report=False, quiet=True)
     assert again["cells"] == results["cells"]
 

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 import torch
 
-from delia.config import FactOptions, MixConfig, RunConfig
-from delia.data.example import Example
+from delia.core.config import FactOptions, MixConfig, RunConfig
+from delia.core.errors import ConfigError, DeliaError
+from delia.core.example import Example
 from delia.data.io import read_examples, write_jsonl
-from delia.errors import ConfigError, DeliaError
 from delia.methods import available, get_method
 
 ISSUE_METHODS = {
@@ -378,7 +378,7 @@ def test_random_init_plan_adds_the_token_with_random_init() -> None:
 
 
 def test_random_init_embedding_is_seeded(tokenizer: Any) -> None:
-    tokens = pytest.importorskip("delia.tokens")
+    tokens = pytest.importorskip("delia.train.tokens")
     from conftest import tiny_llama
 
     plan = plan_of("random_init")
@@ -453,16 +453,17 @@ def test_fact_based_falls_back_to_the_answers_structure() -> None:
 
 
 def test_fact_based_plan_mixes_facts_with_the_task(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import delia.synth
+    import delia.generation
 
     backend = FakeBackend(["nothing useful"])
-    monkeypatch.setattr(delia.synth, "make_backend", lambda *a, **k: backend, raising=False)
+    monkeypatch.setattr(delia.generation, "make_backend", lambda *a, **k: backend, raising=False)
     plan = plan_of("fact_based", run_dir=str(tmp_path), fact_based={"n_facts": 3, "qa_per_fact": 1})
     assert (plan.schedule, plan.use_diverse, plan.special_tokens) == ("task_only", False, [])
     assert len(plan.extra_task_examples) == 3 and "structure" in plan.notes[0]
     cached = json.loads((tmp_path / "run" / "facts.json").read_text())
     assert len(cached["examples"]) == 3
-    monkeypatch.setattr(delia.synth, "make_backend", lambda *a, **k: pytest.fail("cached facts were ignored"))
+    fail = lambda *a, **k: pytest.fail("cached facts were ignored")  # noqa: E731
+    monkeypatch.setattr(delia.generation, "make_backend", fail)
     again = plan_of("fact_based", run_dir=str(tmp_path), fact_based={"n_facts": 3, "qa_per_fact": 1})
     assert [ex.id for ex in again.extra_task_examples] == [ex.id for ex in plan.extra_task_examples]
 
@@ -498,7 +499,7 @@ def tiny_run(tmp_path: Path, method: str, data: dict[str, Any] | None = None, **
     """The embedded model on the built-in demo task (short prompts: the run takes seconds, not minutes):
     4 task examples, ratio 1, one optimizer step, 2 held-out eval examples x 16 new tokens. `data`
     replaces the task and eval sections whole."""
-    from delia.config import build_config, deep_merge
+    from delia.core.config import build_config, deep_merge
     from delia.pipeline import run
 
     diverse = tmp_path / "diverse.jsonl"

@@ -15,9 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from delia.config import MixConfig, build_config
+from delia.core.config import MixConfig, build_config
+from delia.core.errors import ConfigError, DataError, DeliaError
 from delia.data import Example, read_examples, write_jsonl
-from delia.errors import ConfigError, DataError, DeliaError
 from delia.mix import index_messages_jsonl, mix
 
 

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import torch
 
-from delia import models
-from delia.errors import DeliaError
-from delia.models import (
+from delia.core import models
+from delia.core.errors import DeliaError
+from delia.core.models import (
     EMBEDDED,
     load_model,
     load_tokenizer,

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from delia.config import RunConfig, build_config
-from delia.errors import ConfigError
+from delia.core.config import RunConfig, build_config
+from delia.core.errors import ConfigError
 from delia.pipeline import STAGES, read_manifest, run, summary_row
 
 STAGE_DIRS = ("task", "diversify", "sample", "mix", "train", "eval")
@@ -92,7 +92,7 @@ def test_identical_rerun_recomputes_nothing_and_loads_no_model(
     def no_loading(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("a cached rerun loaded a model")
 
-    monkeypatch.setattr("delia.models.load_model", no_loading)
+    monkeypatch.setattr("delia.core.models.load_model", no_loading)
     monkeypatch.setattr("delia.train.load_adapter_model", no_loading)
     lines: list[str] = []
     run(tiny_config(tiny_model_dir, delia_run.parent), log=lines.append)
@@ -170,7 +170,7 @@ def test_base_method_evaluates_without_training(tiny_model_dir: Path, tmp_path: 
 
 
 def test_demo_legs_share_the_task_and_differ_in_method(tmp_path: Path) -> None:
-    from delia.config import load_config
+    from delia.core.config import load_config
     from delia.demo import LEGS, leg_configs
 
     base = load_config(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml")
@@ -214,7 +214,7 @@ def test_field_accuracy_needs_every_value(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_embedded_model_trains_and_evaluates_one_step(tmp_path: Path) -> None:
-    from delia.models import EMBEDDED
+    from delia.core.models import EMBEDDED
 
     config = tiny_config(
         Path(EMBEDDED),

@@ -13,8 +13,8 @@ import torch
 import typer
 from typer.testing import CliRunner
 
+from delia.core.errors import DeliaError
 from delia.data import Example, write_jsonl
-from delia.errors import DeliaError
 from delia.probe import divergent, gradients, losscurve, repr
 from delia.probe.loading import load_model_and_tokenizer, probe_targets
 

@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 from conftest import tiny_llama
 
-from delia.config import RunConfig, build_config
-from delia.errors import ConfigError, DeliaError
+from delia.core.config import RunConfig, build_config
+from delia.core.errors import ConfigError, DeliaError
 
 SECRET = "sk-test-5f2a9c1e-never-written-anywhere"
 KEY_ENV = "DELIA_TEST_API_KEY"
@@ -44,7 +44,7 @@ def trapped_pickle(path: Path, marker: Path) -> None:
 
 
 def test_a_bin_only_model_dir_is_refused_unread(tmp_path: Path, tokenizer: Any) -> None:
-    from delia.models import load_model
+    from delia.core.models import load_model
 
     model_dir, marker = tmp_path / "bin-only", tmp_path / "unpickled"
     tiny_llama(len(tokenizer)).config.save_pretrained(model_dir)
@@ -58,7 +58,7 @@ def test_a_bin_only_model_dir_is_refused_unread(tmp_path: Path, tokenizer: Any) 
 def test_a_real_bin_checkpoint_is_refused_too(tmp_path: Path, tokenizer: Any) -> None:
     import torch
 
-    from delia.models import load_model
+    from delia.core.models import load_model
 
     model_dir, model = tmp_path / "bin-only", tiny_llama(len(tokenizer))
     model.config.save_pretrained(model_dir)
@@ -104,7 +104,7 @@ def test_a_checkpoint_with_a_pickled_payload_is_not_unpickled(tmp_path: Path) ->
 
 
 def test_remote_code_is_off_by_default_and_never_runs(tmp_path: Path, tokenizer: Any) -> None:
-    from delia.models import load_model
+    from delia.core.models import load_model
 
     assert RunConfig().model.trust_remote_code is False
     marker = tmp_path / "remote-code-ran"
@@ -218,8 +218,8 @@ def test_a_run_with_an_openai_backend_never_writes_the_key(
 
 
 def test_an_error_echoing_the_key_is_redacted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from delia.config import SamplingConfig
-    from delia.synth.backends.openai import OpenAIBackend
+    from delia.core.config import SamplingConfig
+    from delia.generation.openai import OpenAIBackend
 
     server = KeyServer(reject=True)
     monkeypatch.setenv(KEY_ENV, SECRET)
@@ -245,7 +245,7 @@ def test_a_key_pasted_into_the_config_is_refused_without_echoing_it() -> None:
 
 
 def test_a_missing_key_variable_is_named_not_guessed(monkeypatch: pytest.MonkeyPatch) -> None:
-    from delia.synth.backends.openai import OpenAIBackend
+    from delia.generation.openai import OpenAIBackend
 
     monkeypatch.delenv(KEY_ENV, raising=False)
     with pytest.raises(DeliaError, match=f"environment variable {KEY_ENV} .* is not set"):

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from delia.config import BackendConfig, SampleConfig, SamplingConfig
-from delia.data.example import Example
-from delia.errors import DeliaError
-from delia.synth import make_backend
+from delia.core.config import BackendConfig, SampleConfig, SamplingConfig
+from delia.core.errors import DeliaError
+from delia.core.example import Example
+from delia.generation import make_backend
 from delia.synth.sample import sample_diverse
 
 MISSING = [
@@ -108,7 +108,7 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    from delia.models import embedded_gguf_path
+    from delia.core.models import embedded_gguf_path
 
     port = free_port()
     log = tmp_path_factory.mktemp("llama-server") / "server.log"

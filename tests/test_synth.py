@@ -15,13 +15,13 @@ from typing import Any
 import pytest
 from conftest import tiny_llama
 
-from delia.config import BackendConfig, SampleConfig, SamplingConfig
-from delia.data.example import Example
+from delia.core.config import BackendConfig, SampleConfig, SamplingConfig
+from delia.core.errors import ConfigError, DeliaError
+from delia.core.example import Example
 from delia.data.io import read_examples, write_jsonl
-from delia.errors import ConfigError, DeliaError
-from delia.synth import make_backend
-from delia.synth.backends.base import GenerationStats
-from delia.synth.backends.local import LocalBackend
+from delia.generation import make_backend
+from delia.generation.base import GenerationStats
+from delia.generation.local import LocalBackend
 from delia.synth.sample import build_prompt, cache_path, load_queries, manifest_path, sample_diverse
 from delia.synth.stats import dataset_stats, distinct_n, length_histogram, near_duplicate_rate, tfidf_vectors
 from delia.synth.topics import builtin_queries
@@ -94,7 +94,7 @@ def test_local_backend_follows_free_cores_between_decode_steps(
 ) -> None:
     import torch
 
-    from delia.train import runtime
+    from delia.generation import threads as runtime
 
     # Another job takes a core once decoding has started: the next re-check drops to 1 thread mid-generate.
     checks: list[int] = []
@@ -224,9 +224,9 @@ KILL_SCRIPT = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from delia.config import BackendConfig, SampleConfig, SamplingConfig
-    from delia.data.example import Example
-    from delia.synth.backends.base import GenerationStats
+    from delia.core.config import BackendConfig, SampleConfig, SamplingConfig
+    from delia.core.example import Example
+    from delia.generation.base import GenerationStats
     from delia.synth.sample import sample_diverse
 
     class Slow:

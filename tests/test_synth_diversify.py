@@ -9,13 +9,13 @@ from typing import Any
 
 import pytest
 
-from delia.config import DiversifyConfig, SamplingConfig
-from delia.data.example import Example
+from delia.core.config import DiversifyConfig, SamplingConfig
+from delia.core.errors import ConfigError, DeliaError
+from delia.core.example import Example
 from delia.data.io import read_examples, write_jsonl
-from delia.errors import ConfigError, DeliaError
+from delia.generation.base import GenerationStats
 from delia.synth.accept import MeaningCheck, form_problem, lexical_similarity
 from delia.synth.axes import clean_rewrite
-from delia.synth.backends.base import GenerationStats
 from delia.synth.diversify import diversify, report_path
 from delia.synth.locate import locate_instruction
 from delia.synth.rules import flip_mood, reorder_constraints, swap_synonyms

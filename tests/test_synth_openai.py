@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from delia.config import BackendConfig, SamplingConfig
-from delia.errors import DeliaError
-from delia.synth import make_backend
-from delia.synth.backends.openai import OpenAIBackend
+from delia.core.config import BackendConfig, SamplingConfig
+from delia.core.errors import DeliaError
+from delia.generation import make_backend
+from delia.generation.openai import OpenAIBackend
 
 
 class FakeServer:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from delia.core.errors import ConfigError, DataError
 from delia.data.tasks import (
     HALUEVAL_INSTRUCTIONS,
     build,
@@ -14,7 +15,6 @@ from delia.data.tasks import (
     instructions_from_file,
     last_paragraph,
 )
-from delia.errors import ConfigError, DataError
 
 
 def write_lines(path: Path, rows: list[dict]) -> Path:

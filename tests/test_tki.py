@@ -85,7 +85,7 @@ def test_keys_are_unit_and_orthogonal_within_each_group() -> None:
 
 
 def test_more_latents_than_dimensions_is_a_config_error() -> None:
-    from delia.errors import ConfigError
+    from delia.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"tki\.latents"):
         orthogonal_keys(groups=1, latents=9, dim=8, seed=0)
@@ -406,7 +406,7 @@ PAIRS = [("What is 2+2?", "4"), ("Name a colour.", "Blue, like the sky"), ("Say 
 
 
 def examples_of(pairs: list[tuple[str, str]]):
-    from delia.data.example import Example
+    from delia.core.example import Example
 
     return [Example(messages=chat(user, answer)) for user, answer in pairs]
 
@@ -486,7 +486,7 @@ def test_reinstatement_changes_embeddings_and_leaves_the_model_frozen(tiny_model
 
 
 def tki_config(model_dir, autocast: str = "none", **tki: object):
-    from delia.config import build_config
+    from delia.core.config import build_config
 
     options = {"groups": 2, "latents": 3, "top_k": 2, "rank": 2, "encoder": "base", "kr_steps": 2, **tki}
     return build_config(
@@ -617,7 +617,7 @@ def test_tiny_tki_pipeline_run_on_the_embedded_model_trains_saves_and_evaluates(
     """`delia run` with method tki: the embedded SmolLM2, the MiniLM encoder, 4 task examples, one step."""
     import json
 
-    from delia.config import build_config
+    from delia.core.config import build_config
     from delia.methods.tki.artifacts import read_marker
     from delia.pipeline import run
 

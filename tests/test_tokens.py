@@ -1,4 +1,4 @@
-"""delia.tokens: adding special tokens and initialising their rows."""
+"""delia.train.tokens: adding special tokens and initialising their rows."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pytest
 import torch
 from conftest import tiny_llama
 
-from delia.config import TokensConfig
-from delia.errors import DeliaError
-from delia.tokens import add_special_tokens
+from delia.core.config import TokensConfig
+from delia.core.errors import DeliaError
+from delia.train.tokens import add_special_tokens
 
 DESCRIPTION = "a dictionary with a thought and a hallucination label"
 

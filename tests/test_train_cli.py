@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from delia.data.example import Example
+from delia.core.example import Example
 from delia.data.io import write_jsonl
 
 CLI = [sys.executable, "-c", "from delia.cli import main; main()"]

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 import torch
 
-from delia.data.example import Example
-from delia.errors import DeliaError
+from delia.core.errors import DeliaError
+from delia.core.example import Example
 from delia.train.batching import count_steps, plan_steps, shard, split_micro
 from delia.train.collate import IGNORE, EncodeStats, encode_examples, next_token_targets, pack, pad
 

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import torch
 
-from delia.config import RunConfig
-from delia.data.example import Example
-from delia.errors import DeliaError
+from delia.core.config import RunConfig
+from delia.core.errors import DeliaError
+from delia.core.example import Example
 from delia.train import TrainerHooks, fit, load_adapter_model, load_for_training, train_model
 from delia.train.lora import trainable_parameters
 

@@ -9,13 +9,13 @@ import pytest
 import torch
 from conftest import tiny_llama
 
-from delia.config import LoraConfig, TokensConfig
-from delia.data.example import Example
-from delia.tokens import add_special_tokens
+from delia.core.config import LoraConfig, TokensConfig
+from delia.core.example import Example
 from delia.train.attention import packed_attention_for
 from delia.train.collate import IGNORE, encode_examples, pack, pad
 from delia.train.lora import wrap_lora
 from delia.train.loss import LabelLoss
+from delia.train.tokens import add_special_tokens
 
 EXAMPLES = [
     Example(
@@ -72,7 +72,7 @@ def test_label_loss_equals_full_logit_loss(tokenizer: Any, tie: bool) -> None:
 
 
 def test_bf16_weight_copies_change_nothing_under_autocast(tokenizer: Any) -> None:
-    from delia.models import autocast
+    from delia.core.models import autocast
     from delia.train.precision import bf16_frozen_weights, frozen_linears
 
     model, tok = peft_model(tokenizer, tie=True)

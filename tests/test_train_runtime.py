@@ -5,8 +5,8 @@ import os
 import pytest
 import torch
 
-from delia.train import runtime
-from delia.train.runtime import ThreadPolicy, free_cores
+from delia.generation import threads as runtime
+from delia.generation.threads import ThreadPolicy, free_cores
 
 
 @pytest.fixture

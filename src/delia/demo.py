@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from delia.config import RunConfig, SamplingConfig, load_config
+from delia.core.config import RunConfig, SamplingConfig, load_config
+from delia.core.errors import ConfigError
 from delia.data.tasks import DEMO_KEYS, build_demo
-from delia.errors import ConfigError
 from delia.pipeline import Log, read_manifest, run, run_stage, summary_row
 
 LEGS = ("base", "common_it", "delia", "common_it_matched")
@@ -141,7 +141,7 @@ def stage_general(run_dir: Path, config: RunConfig, log: Log) -> dict[str, float
     )
 
     def compute(out: Path) -> dict[str, Any]:
-        from delia.synth.backends import LocalBackend
+        from delia.generation import LocalBackend
 
         model, tokenizer = load_run_model(run_dir, config)
         prompts, expected = general_probe_prompts(config)
@@ -155,7 +155,7 @@ def stage_general(run_dir: Path, config: RunConfig, log: Log) -> dict[str, float
 
 
 def load_run_model(run_dir: Path, config: RunConfig) -> tuple[Any, Any]:
-    from delia.models import load_model, load_tokenizer
+    from delia.core.models import load_model, load_tokenizer
 
     adapter = run_dir / "train" / "adapter"
     if adapter.exists():

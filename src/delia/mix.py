@@ -26,10 +26,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
-from delia.config import MixConfig
+from delia.core.config import MixConfig
+from delia.core.errors import ConfigError, DataError, DeliaError
 from delia.data import Example, read_examples, write_jsonl
 from delia.data.io import example_from_record, parse_json_line
-from delia.errors import ConfigError, DataError, DeliaError
 
 logger = logging.getLogger(__name__)
 

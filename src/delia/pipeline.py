@@ -25,15 +25,16 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from delia.config import RunConfig
-from delia.data.example import Example, content_id
-from delia.data.io import read_examples, write_json, write_jsonl
-from delia.errors import ConfigError, DataError
+from delia.core.config import RunConfig
+from delia.core.errors import ConfigError, DataError
+from delia.core.example import Example, content_id
+from delia.core.io import write_json
+from delia.data.io import read_examples, write_jsonl
 from delia.methods import get_method
-from delia.methods.base import Plan
+from delia.methods.base import MethodPlan
 
 if TYPE_CHECKING:
-    from delia.train.runtime import ThreadPolicy
+    from delia.generation.threads import ThreadPolicy
 
 STAGES = ("task", "diversify", "sample", "mix", "train", "eval")
 MANIFEST = "manifest.json"
@@ -168,7 +169,7 @@ class Run:
 
     def base(self) -> tuple[Any, Any]:
         if self._base is None:
-            from delia.models import load_model, load_tokenizer
+            from delia.core.models import load_model, load_tokenizer
 
             cfg = self.config.model
             self.log(f"loading {cfg.name}")
@@ -183,7 +184,7 @@ class Run:
         return base
 
     def backend(self, backend_cfg: Any) -> Any:
-        from delia.synth import make_backend
+        from delia.generation import make_backend
 
         uses_base = backend_cfg.kind == "local" and backend_cfg.model is None
         model, tokenizer = self.base() if uses_base else (None, None)
@@ -201,8 +202,8 @@ def thread_policy(config: RunConfig) -> ThreadPolicy:
     Measured here (2 cores, load ~11): generating 84 tokens took 7 s with 1 thread and 105 s with 2, as
     every op's thread barrier waits for a descheduled thread. On an idle machine all cores are faster.
     """
-    from delia.models import pick_device
-    from delia.train.runtime import ThreadPolicy
+    from delia.core.models import pick_device
+    from delia.generation.threads import ThreadPolicy
 
     return ThreadPolicy(config.train.threads, pick_device(config.model.device))
 
@@ -211,7 +212,7 @@ def run(config: RunConfig, *, log: Log | None = None) -> Path:
     """Run every stage of `config` (reusing cached ones) and return the run directory."""
     import torch
 
-    from delia.train.runtime import install_thread_policy
+    from delia.generation.threads import install_thread_policy
 
     run_dir = run_dir_of(config)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -272,7 +273,7 @@ def task_file_line(config: RunConfig, index: int) -> int | None:
     return next(lines, None)
 
 
-def effective_config(config: RunConfig, plan: Plan) -> RunConfig:
+def effective_config(config: RunConfig, plan: MethodPlan) -> RunConfig:
     """The config with the plan's choices written in: what training actually reads (and what is hashed)."""
     effective = config.model_copy(deep=True)
     effective.mix.schedule = plan.schedule
@@ -296,7 +297,7 @@ def matched_steps(config: RunConfig, target: str) -> int:
     raise ConfigError("matched_to", f"{target} has no finished train stage (run it first)")
 
 
-def plan_summary(plan: Plan, effective: RunConfig) -> dict[str, Any]:
+def plan_summary(plan: MethodPlan, effective: RunConfig) -> dict[str, Any]:
     return {
         "use_diverse": plan.use_diverse,
         "diversify": plan.diversify,
@@ -367,12 +368,12 @@ def stage_task(state: Run) -> tuple[list[Example], list[Example]]:
     return read_examples(result.dir / "task.jsonl"), evals
 
 
-def diverse_needed(config: RunConfig, plan: Plan, n_task: int) -> int:
+def diverse_needed(config: RunConfig, plan: MethodPlan, n_task: int) -> int:
     needed = math.ceil(plan.ratio * n_task)
     return min(needed, config.sample.limit) if config.sample.limit is not None else needed
 
 
-def stage_sample(state: Run, plan: Plan, n_task: int) -> Path | None:
+def stage_sample(state: Run, plan: MethodPlan, n_task: int) -> Path | None:
     """Diverse data: the given file, or the model's answers to ratio x |task| queries (self-sampling)."""
     config = state.config
     if not plan.use_diverse or plan.ratio <= 0:
@@ -411,7 +412,7 @@ def diverse_queries(config: RunConfig, needed: int) -> list[Example]:
     return queries[:needed]
 
 
-def stage_diversify(state: Run, plan: Plan, task: list[Example]) -> list[Example]:
+def stage_diversify(state: Run, plan: MethodPlan, task: list[Example]) -> list[Example]:
     config = state.config
     if not plan.diversify:
         return task
@@ -432,7 +433,7 @@ def stage_diversify(state: Run, plan: Plan, task: list[Example]) -> list[Example
 
 
 def stage_mix(
-    state: Run, plan: Plan, effective: RunConfig, task: list[Example], diverse_path: Path | None
+    state: Run, plan: MethodPlan, effective: RunConfig, task: list[Example], diverse_path: Path | None
 ) -> Path:
     diverse_key = None
     if diverse_path is not None:
@@ -461,7 +462,7 @@ def method_sections(config: RunConfig) -> tuple[str, ...]:
 
 
 def stage_train(
-    state: Run, plan: Plan, effective: RunConfig, mixed_path: Path, evals: list[Example]
+    state: Run, plan: MethodPlan, effective: RunConfig, mixed_path: Path, evals: list[Example]
 ) -> Path | None:
     if not plan.train:
         return None
@@ -513,7 +514,7 @@ def model_for_training(state: Run, effective: RunConfig) -> tuple[Any, Any, list
         from delia.train import load_for_training
 
         return load_for_training(effective)
-    from delia.tokens import add_special_tokens
+    from delia.train.tokens import add_special_tokens
 
     model, tokenizer = base
     if not effective.tokens.add:
@@ -524,7 +525,7 @@ def model_for_training(state: Run, effective: RunConfig) -> tuple[Any, Any, list
 
 
 def stage_eval(
-    state: Run, plan: Plan, effective: RunConfig, adapter: Path | None, evals: list[Example]
+    state: Run, plan: MethodPlan, effective: RunConfig, adapter: Path | None, evals: list[Example]
 ) -> None:
     config = state.config
     chosen = evals[: config.eval.limit] if config.eval.limit is not None else evals

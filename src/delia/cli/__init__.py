@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from delia.errors import DeliaError
+from delia.core.errors import DeliaError
 
 app = typer.Typer(
     name="delia",

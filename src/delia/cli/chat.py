@@ -69,8 +69,8 @@ def stream_reply(lm: Any, tokenizer: Any, prompt: str, max_new_tokens: int, temp
 def compare_replies(
     lm: Any, tokenizer: Any, context: str, instructions: list[str], max_new_tokens: int, temperature: float
 ) -> list[str]:
-    from delia.config import SamplingConfig
-    from delia.synth.backends.local import LocalBackend
+    from delia.core.config import SamplingConfig
+    from delia.generation.local import LocalBackend
 
     backend = LocalBackend(lm, tokenizer, batch_size=len(instructions), autocast_mode="none", progress=False)
     prompts = [[{"role": "user", "content": compose_user_turn(context, text)}] for text in instructions]
@@ -109,7 +109,7 @@ def register(app: typer.Typer) -> None:
         device: str = typer.Option("cpu", "--device"),
         as_json: bool = typer.Option(False, "--json", help="With --compare: print a JSON object instead."),
     ) -> None:
-        from delia.errors import DeliaError
+        from delia.core.errors import DeliaError
 
         if not compare and len(prompts) != 1:
             raise DeliaError(f"got {len(prompts)} prompts: give one, or use --compare to answer each")

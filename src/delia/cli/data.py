@@ -8,7 +8,7 @@ from typing import Any
 import typer
 
 from delia.cli._common import MODEL_OPTION_HELP, console, print_json, print_mapping
-from delia.models import EMBEDDED
+from delia.core.models import EMBEDDED
 
 
 def token_lengths(examples: list[Any], tokenizer: Any) -> list[int]:
@@ -41,12 +41,12 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print a JSON object."),
     ) -> None:
         """Format, record count, token-length statistics (with the model's chat template), first record."""
+        from delia.core.models import load_tokenizer
         from delia.data import read_examples_with_format
-        from delia.models import load_tokenizer
 
         examples, detected = read_examples_with_format(file, fmt)
         if not examples:
-            from delia.errors import DataError
+            from delia.core.errors import DataError
 
             raise DataError(file, None, "no records")
         stats = length_stats(token_lengths(examples, load_tokenizer(model)))

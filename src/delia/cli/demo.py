@@ -25,7 +25,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Train common IT, DELIA and common IT matched to DELIA's steps on the demo task; compare them."""
         from delia.cli.run import summary_table
-        from delia.config import load_config
+        from delia.core.config import load_config
         from delia.demo import LEGEND, demo_config_path, run_demo
 
         preset = demo_config_path(config)

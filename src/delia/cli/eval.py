@@ -9,7 +9,7 @@ import typer
 
 from delia.cli._common import MODEL_OPTION_HELP, console, print_json
 from delia.cli.score import KEYS_HELP, LABEL_HELP, print_figures, split_keys
-from delia.models import EMBEDDED
+from delia.core.models import EMBEDDED
 
 MODEL_DEFAULT = "Default: the base model the adapter names, else the embedded model."
 
@@ -21,7 +21,7 @@ def load_for_eval(model_spec: str | None, adapter: str | None, device: str) -> t
         from delia.train import load_adapter_model
 
         return load_adapter_model(model_spec or "", adapter, device)
-    from delia.models import load_model, load_tokenizer
+    from delia.core.models import load_model, load_tokenizer
 
     spec = model_spec or EMBEDDED
     return load_model(spec, device=device).eval(), load_tokenizer(spec)
@@ -31,8 +31,8 @@ def eval_config(**fields: Any) -> Any:
     """An EvalConfig from CLI values; a bad value is a ConfigError naming the option."""
     from pydantic import ValidationError
 
-    from delia.config import EvalConfig
-    from delia.errors import ConfigError
+    from delia.core.config import EvalConfig
+    from delia.core.errors import ConfigError
 
     try:
         return EvalConfig(**fields)
@@ -64,9 +64,9 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print metrics.json's content."),
     ) -> None:
         """Greedy answers for --data, scored; writes predictions.jsonl and metrics.json into --out."""
+        from delia.core.models import pick_device
         from delia.data import read_examples
         from delia.evaluate import evaluate_model
-        from delia.models import pick_device
 
         cfg = eval_config(
             file=data,

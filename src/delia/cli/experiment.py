@@ -43,7 +43,7 @@ def register(app: typer.Typer) -> None:
             False, "--no-run", help="Run no cell: results.json, probes and report from the finished cells."
         ),
     ) -> None:
-        from delia.errors import DeliaError
+        from delia.core.errors import DeliaError
         from delia.experiment import expand, load_experiment, run_experiment
 
         spec = load_experiment(config, overrides)

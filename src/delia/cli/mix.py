@@ -40,7 +40,7 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print the counts as a JSON object."),
     ) -> None:
         """Mix task examples with R x |task| diverse examples; print the counts."""
-        from delia.config import build_config
+        from delia.core.config import build_config
         from delia.data import read_examples
         from delia.mix import mix
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from delia.cli._common import MODEL_OPTION_HELP, print_json, print_mapping
-from delia.models import EMBEDDED
+from delia.core.models import EMBEDDED
 
 
 def register(app: typer.Typer) -> None:
@@ -17,7 +17,7 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print a JSON object."),
     ) -> None:
         """Parameters, layers, hidden size, vocabulary, chat template, load time."""
-        from delia.models import model_info
+        from delia.core.models import model_info
 
         result = model_info(model)
         if as_json:

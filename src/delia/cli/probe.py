@@ -120,8 +120,8 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(Path("probes"), "--out", help=OUT_HELP),
         device: str = typer.Option("cpu", "--device"),
     ) -> None:
+        from delia.core.errors import DeliaError
         from delia.data.io import read_examples
-        from delia.errors import DeliaError
         from delia.probe.divergent import run_divergent_probe
         from delia.probe.loading import probe_targets
 

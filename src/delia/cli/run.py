@@ -39,7 +39,7 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Run sample -> diversify -> mix -> train -> eval for CONFIG, reusing every cached stage."""
-        from delia.config import load_config
+        from delia.core.config import load_config
         from delia.pipeline import format_value, run, summary_row
 
         cfg = load_config(config, overrides)

@@ -36,8 +36,8 @@ def read_predictions(
     path: str,
 ) -> tuple[list[str], list[str | None] | None, list[bool] | None, list[str] | None]:
     """(predictions, references or None, hit_limit or None, sources or None) from a JSONL/JSON file."""
+    from delia.core.errors import DataError
     from delia.data.io import iter_json_records
-    from delia.errors import DataError
 
     predictions: list[str] = []
     references: list[str | None] = []
@@ -80,7 +80,7 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print a JSON object with per-example scores."),
     ) -> None:
         """Score predictions without a model: every figure with n and a bootstrap 95% CI."""
-        from delia.config import EvalConfig
+        from delia.core.config import EvalConfig
         from delia.evaluate.metrics import score
 
         predictions, references, hit_limit, sources = read_predictions(predictions_file)

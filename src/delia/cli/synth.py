@@ -9,7 +9,7 @@ from typing import Any
 import typer
 
 from delia.cli._common import MODEL_OPTION_HELP, console, print_json
-from delia.models import EMBEDDED
+from delia.core.models import EMBEDDED
 
 THREADS_HELP = "torch CPU threads (default: torch's choice); 1 is fastest on a CPU shared with other jobs."
 BACKEND_HELP = "local (transformers, in-process), openai (any OpenAI-compatible server) or vllm (in-process)."
@@ -32,8 +32,8 @@ def _backend_config(
 ) -> Any:
     from pydantic import ValidationError
 
-    from delia.config import BackendConfig
-    from delia.errors import ConfigError
+    from delia.core.config import BackendConfig
+    from delia.core.errors import ConfigError
 
     try:
         return BackendConfig(
@@ -122,9 +122,9 @@ def register(app: typer.Typer) -> None:
         threads: int | None = typer.Option(None, "--threads", help=THREADS_HELP),
     ) -> None:
         """Answer diverse queries with a model (resumable: rerun the same command after an interruption)."""
-        from delia.config import SampleConfig, SamplingConfig
-        from delia.errors import DeliaError
-        from delia.synth import make_backend
+        from delia.core.config import SampleConfig, SamplingConfig
+        from delia.core.errors import DeliaError
+        from delia.generation import make_backend
         from delia.synth.sample import load_queries, manifest_path, sample_diverse
         from delia.synth.topics import builtin_queries
 
@@ -192,9 +192,9 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     ) -> None:
         """Rewrite each task instruction k ways along drawn axes, keeping required tokens and responses."""
-        from delia.config import DEFAULT_AXES, DiversifyConfig, SamplingConfig
+        from delia.core.config import DEFAULT_AXES, DiversifyConfig, SamplingConfig
         from delia.data import read_examples
-        from delia.synth import make_backend
+        from delia.generation import make_backend
         from delia.synth.diversify import diversify as run_diversify
         from delia.synth.diversify import report_path
 
@@ -234,8 +234,8 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print a JSON object."),
     ) -> None:
         """distinct-1/2, near-duplicate rate (MinHash), length histogram, embedding spread."""
+        from delia.core.errors import DataError
         from delia.data import read_examples
-        from delia.errors import DataError
         from delia.synth.stats import dataset_stats
 
         examples = read_examples(file, fmt)

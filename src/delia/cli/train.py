@@ -30,7 +30,7 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     ) -> None:
         """Add the config's special tokens, train LoRA (one epoch by default) and save the adapter."""
-        from delia.config import load_config
+        from delia.core.config import load_config
         from delia.data import read_examples
         from delia.train import train_model
 

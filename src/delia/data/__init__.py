@@ -1,6 +1,7 @@
 """Example records, readers for each input format, and crash-safe writers."""
 
-from delia.data.example import Example, content_id
+from delia.core.example import Example, content_id
+from delia.core.io import write_json
 from delia.data.io import (
     FORMATS,
     AppendLog,
@@ -8,7 +9,6 @@ from delia.data.io import (
     iter_json_records,
     read_examples,
     read_examples_with_format,
-    write_json,
     write_jsonl,
 )
 

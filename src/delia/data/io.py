@@ -9,20 +9,18 @@ Any of them may be gzipped (".gz"). Errors name `file:line` (in a JSON array, th
 
 from __future__ import annotations
 
-import glob
 import gzip
 import json
 import os
-import tempfile
-import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from delia.data.example import Example
-from delia.errors import DataError
+from delia.core.errors import DataError
+from delia.core.example import Example
+from delia.core.io import atomic_write_lines
 
 Format = Literal["auto", "messages", "alpaca", "prompt"]
 FORMATS: tuple[str, ...] = ("messages", "alpaca", "prompt")
@@ -215,57 +213,12 @@ def _short_error(err: Exception) -> str:
     return str(err)
 
 
-_STARTED = time.time()  # a temp file last written before this process started is not this process's
-
-
-def drop_stale_temps(path: Path) -> None:
-    """Remove the temp files of `path` that a killed earlier writer left behind (hidden `.NAME.*.tmp`)."""
-    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
-        try:
-            if stale.stat().st_mtime < _STARTED:
-                stale.unlink()
-        except FileNotFoundError:  # another process cleaned it first
-            pass
-
-
 def write_jsonl(path: str | Path, rows: Iterable[Example | dict[str, Any]]) -> int:
     """Write rows atomically (temp file + rename): a crash leaves the old file or the new one, never half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    count = 0
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            for row in rows:
-                line = row.to_json() if isinstance(row, Example) else json.dumps(row, ensure_ascii=False)
-                handle.write(line + "\n")
-                count += 1
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    drop_stale_temps(path)
-    return count
-
-
-def write_json(path: str | Path, obj: Any) -> None:
-    """Write one JSON document atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(obj, handle, indent=2, ensure_ascii=False, default=str)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    drop_stale_temps(path)
+    return atomic_write_lines(
+        path,
+        (row.to_json() if isinstance(row, Example) else json.dumps(row, ensure_ascii=False) for row in rows),
+    )
 
 
 class AppendLog:

@@ -19,9 +19,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from delia.data.example import Example
+from delia.core.errors import ConfigError, DataError
+from delia.core.example import Example
 from delia.data.io import iter_json_records, read_examples
-from delia.errors import ConfigError, DataError
 
 Builder = Callable[[str | None, dict[str, Any], str], list[Example]]
 
@@ -176,8 +176,8 @@ def halueval_answer(thought: str, label: str, quote_style: str) -> str:
 
 def teacher_thoughts(rows: list[dict[str, str]], options: HaluevalOptions) -> list[str]:
     """Ask a teacher LLM why the (known) label holds; an empty answer falls back to the template."""
-    from delia.config import BackendConfig, SamplingConfig
-    from delia.synth import make_backend
+    from delia.core.config import BackendConfig, SamplingConfig
+    from delia.generation import make_backend
 
     try:
         backend_cfg = BackendConfig.model_validate(options.teacher)

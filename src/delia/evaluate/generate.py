@@ -6,10 +6,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from delia.config import EvalConfig, SamplingConfig
-from delia.data.example import Example
-from delia.data.io import write_json, write_jsonl
-from delia.errors import DeliaError
+from delia.core.config import EvalConfig, SamplingConfig
+from delia.core.errors import DeliaError
+from delia.core.example import Example
+from delia.core.io import write_json
+from delia.data.io import write_jsonl
 from delia.evaluate.metrics import score
 
 PREDICTIONS_FILE = "predictions.jsonl"
@@ -41,7 +42,7 @@ def evaluate_model(
     """Answer every example (the first cfg.limit), score against example.response, write
     predictions.jsonl and metrics.json into out_dir, and return the metrics. generation_options: a method
     plan's, e.g. {"logits_processor_factory": (model, tokenizer) -> LogitsProcessorList} (CTG)."""
-    from delia.synth.backends import LocalBackend
+    from delia.generation import LocalBackend
 
     chosen = examples[: cfg.limit] if cfg.limit is not None else list(examples)
     if not chosen:

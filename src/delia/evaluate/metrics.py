@@ -12,8 +12,8 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from delia.config import EvalConfig
-from delia.errors import DeliaError
+from delia.core.config import EvalConfig
+from delia.core.errors import DeliaError
 from delia.evaluate.bootstrap import figure
 from delia.evaluate.jsonfmt import judge_answer, normalise_label, reference_label
 from delia.evaluate.translation import corpus_figures, learned_figures

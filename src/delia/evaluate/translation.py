@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from delia.errors import DeliaError
+from delia.core.errors import DeliaError
 from delia.evaluate.bootstrap import figure, sacrebleu_ci
 
 

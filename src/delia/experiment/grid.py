@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from delia.config import RunConfig, build_config, deep_merge, parse_overrides
-from delia.errors import ConfigError
+from delia.core.config import RunConfig, build_config, deep_merge, parse_overrides
+from delia.core.errors import ConfigError
 from delia.experiment.spec import ExperimentSpec, MethodEntry, base_data
 
 # Two ratios a ratio-reading plan turns into different effective ratios.

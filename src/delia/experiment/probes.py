@@ -18,7 +18,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from delia.data.io import read_examples, write_json
+from delia.core.io import write_json
+from delia.data.io import read_examples
 from delia.experiment.grid import Cell, cell_config, cell_dir, slug
 from delia.experiment.results import t_interval
 from delia.experiment.runner import read_cell_record

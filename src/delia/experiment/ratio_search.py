@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from delia.data.io import write_json
-from delia.errors import DeliaError
+from delia.core.errors import DeliaError
+from delia.core.io import write_json
 from delia.experiment.grid import Cell
 from delia.experiment.results import CI_BOOTSTRAP, CI_T, t_interval
 from delia.experiment.runner import run_cell

@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from delia.data.io import write_json
-from delia.errors import DeliaError
+from delia.core.errors import DeliaError
+from delia.core.io import write_json
 from delia.experiment.grid import cell_config, expand
 from delia.experiment.results import RESULTS_FILE
 from delia.experiment.spec import ExperimentSpec

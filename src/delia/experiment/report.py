@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from delia.errors import DeliaError
+from delia.core.errors import DeliaError
 from delia.experiment.document import Document
 from delia.experiment.plots import plot_repr_curves, plot_search, plot_vs_ratio, plot_vs_size
 

@@ -15,7 +15,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from delia.data.io import write_json
+from delia.core.io import write_json
 from delia.experiment.grid import Cell, Expansion, cell_dir
 from delia.experiment.runner import read_cell_record
 from delia.experiment.spec import ExperimentSpec

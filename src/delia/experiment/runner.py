@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from delia.data.io import write_json
+from delia.core.io import write_json
 from delia.experiment.grid import Cell, cell_config, cell_dir, config_hash
 from delia.experiment.spec import ExperimentSpec
 

@@ -27,8 +27,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from delia.config import deep_merge, parse_overrides
-from delia.errors import ConfigError
+from delia.core.config import deep_merge, parse_overrides
+from delia.core.errors import ConfigError
 
 
 class Strict(BaseModel):

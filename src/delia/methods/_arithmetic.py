@@ -7,8 +7,8 @@ from typing import Any
 import torch
 from transformers import LogitsProcessor
 
-from delia.errors import DeliaError
-from delia.models import cache_argument
+from delia.core.errors import DeliaError
+from delia.core.models import cache_argument
 
 
 def combine(with_scores: torch.Tensor, without_logits: torch.Tensor, weight: float) -> torch.Tensor:

@@ -8,12 +8,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from delia.data.example import Example
-from delia.errors import ConfigError
-from delia.methods.base import Plan
+from delia.core.errors import ConfigError
+from delia.core.example import Example
+from delia.methods.base import MethodPlan
 
 if TYPE_CHECKING:
-    from delia.config import RunConfig
+    from delia.core.config import RunConfig
 
 
 def task_kind(config: RunConfig, task: list[Example]) -> str:
@@ -35,9 +35,9 @@ def require_task_kind(name: str, supported: tuple[str, ...], config: RunConfig, 
         )
 
 
-def task_only_plan(**changes: Any) -> Plan:
+def task_only_plan(**changes: Any) -> MethodPlan:
     """Task data alone: no diverse data, no diversification, no special token."""
-    plan = Plan(use_diverse=False, diversify=False, schedule="task_only", ratio=0.0, special_tokens=[])
+    plan = MethodPlan(use_diverse=False, diversify=False, schedule="task_only", ratio=0.0, special_tokens=[])
     for key, value in changes.items():
         setattr(plan, key, value)
     return plan

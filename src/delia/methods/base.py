@@ -1,4 +1,4 @@
-"""A method turns the config and the task data into a Plan; the pipeline runs plans, never methods' own code.
+"""A method turns the config and the task data into a MethodPlan; the pipeline runs plans, not methods.
 
 DELIA, TELL, DMT, common IT... differ only in their plans (data sources, schedule, ratio, special tokens,
 transforms of the task and eval examples); TKI also brings trainer hooks.
@@ -6,20 +6,24 @@ transforms of the task and eval examples); TKI also brings trainer hooks.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from delia.data.example import Example
+from delia.core.config import Section
+from delia.core.example import Example
+from delia.core.registry import METHODS
+from delia.core.stage import Stage
 
 if TYPE_CHECKING:
-    from delia.config import RunConfig
+    from delia.core.config import RunConfig
 
 ExampleTransform = Callable[[list[Example]], list[Example]]
 
 
 @dataclass
-class Plan:
+class MethodPlan:
     """What the pipeline does for one run."""
 
     use_diverse: bool = True  # sample (or read) diverse data and mix it in
@@ -41,11 +45,30 @@ class Plan:
 
 
 class Method:
-    """Subclass, set `name` and `description`, implement `plan`; the registry finds it on import."""
+    """Subclass with a `name` and it is registered (`delia.core.registry.METHODS`); implement `plan`.
+
+    A method with options declares them as `Options` (a config Section): they are its config section,
+    `<name>:` in YAML and `--set <name>.<option>=...`, validated when the config is loaded and read with
+    `config.options(name)`. Work that needs a model (generating facts, say) is an extra stage from
+    `stages()`: the pipeline caches it like its own stages and hands its directory to `plan`, which stays
+    pure (no model, no files written), so the grid can call it freely.
+    """
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     tasks: ClassVar[tuple[str, ...]] = ()  # task kinds it supports ("translation"...); empty = all
+    Options: ClassVar[type[Section] | None] = None
 
-    def plan(self, config: RunConfig, task: list[Example]) -> Plan:
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("name"):
+            METHODS.register(cls.name)(cls)
+
+    def stages(self, config: RunConfig) -> list[Stage]:
+        """Extra stages to run after `task` and before `plan` (none by default)."""
+        return []
+
+    def plan(
+        self, config: RunConfig, task: list[Example], stage_dirs: Mapping[str, Path] | None = None
+    ) -> MethodPlan:
         raise NotImplementedError

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from delia.data.example import Example
+from delia.core.example import Example
 from delia.methods._common import (
     edit_last_user,
     format_token,
@@ -29,12 +29,12 @@ from delia.methods._common import (
     summarize_format,
     task_only_plan,
 )
-from delia.methods.base import ExampleTransform, Method, Plan
+from delia.methods.base import ExampleTransform, Method, MethodPlan
 
 if TYPE_CHECKING:
     from transformers import LogitsProcessorList
 
-    from delia.config import RunConfig
+    from delia.core.config import RunConfig
 
 
 ProcessorFactory = Callable[[Any, Any], "LogitsProcessorList"]
@@ -68,7 +68,7 @@ class CTG(Method):
         "model arithmetic: log p(with description) + w * (log p(with) - log p(without)), no training"
     )
 
-    def plan(self, config: RunConfig, task: list[Example]) -> Plan:
+    def plan(self, config: RunConfig, task: list[Example]) -> MethodPlan:
         given = config.ctg.description
         description = given or long_description(summarize_format(task), format_token(config))
         marker = f"\n\n{description.strip()}"

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from delia.data.example import Example
-from delia.methods.base import Method, Plan
+from delia.core.example import Example
+from delia.methods.base import Method, MethodPlan
 
 if TYPE_CHECKING:
-    from delia.config import RunConfig
+    from delia.core.config import RunConfig
 
 
 class Delia(Method):
@@ -22,7 +22,7 @@ class Delia(Method):
         "DELIA: self-sampled diverse data + diversified instructions + a trained <sep> token, shuffled"
     )
 
-    def plan(self, config: RunConfig, task: list[Example]) -> Plan:
+    def plan(self, config: RunConfig, task: list[Example]) -> MethodPlan:
         use_diverse = config.delia.diverse and config.mix.ratio > 0
         diversify = config.delia.diversify and config.diversify.enabled
         notes = []
@@ -30,7 +30,7 @@ class Delia(Method):
             notes.append("ablation: w/o extensively diverse data")
         if not config.delia.diversify:
             notes.append("ablation: w/o diversified downstream data")
-        return Plan(
+        return MethodPlan(
             use_diverse=use_diverse,
             diversify=diversify,
             schedule=config.mix.schedule if use_diverse else "task_only",

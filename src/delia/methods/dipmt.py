@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from itertools import product
 from typing import TYPE_CHECKING
 
-from delia.data.example import Example
+from delia.core.example import Example
 from delia.methods._common import (
     demonstration_turns,
     edit_last_user,
@@ -36,10 +36,10 @@ from delia.methods._common import (
     task_only_plan,
     with_prior_turns,
 )
-from delia.methods.base import ExampleTransform, Method, Plan
+from delia.methods.base import ExampleTransform, Method, MethodPlan
 
 if TYPE_CHECKING:
-    from delia.config import RunConfig
+    from delia.core.config import RunConfig
 
 MIN_COUNT = 3
 MIN_DICE = 0.3
@@ -171,7 +171,7 @@ class DiPMT(Method):
     )
     tasks = ("translation",)
 
-    def plan(self, config: RunConfig, task: list[Example]) -> Plan:
+    def plan(self, config: RunConfig, task: list[Example]) -> MethodPlan:
         require_task_kind(self.name, self.tasks, config, task)
         pairs = aligned_pairs(task)
         dictionary = induce_dictionary(pairs)

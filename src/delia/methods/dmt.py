@@ -8,24 +8,24 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from delia.data.example import Example
-from delia.errors import ConfigError
-from delia.methods.base import Method, Plan
+from delia.core.errors import ConfigError
+from delia.core.example import Example
+from delia.methods.base import Method, MethodPlan
 
 if TYPE_CHECKING:
-    from delia.config import RunConfig
+    from delia.core.config import RunConfig
 
 
 class DMT(Method):
     name = "dmt"
     description = "two-stage fine-tuning: task data, then general data (mix.two_stage_order reverses it)"
 
-    def plan(self, config: RunConfig, task: list[Example]) -> Plan:
+    def plan(self, config: RunConfig, task: list[Example]) -> MethodPlan:
         if config.mix.ratio <= 0:
             raise ConfigError("mix.ratio", "dmt's second stage is general data: the ratio must be above 0")
         order = config.mix.two_stage_order
         stages = "task -> general" if order == "task_first" else "general -> task"
-        return Plan(
+        return MethodPlan(
             use_diverse=True,
             diversify=False,
             schedule="two_stage",

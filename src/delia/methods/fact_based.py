@@ -18,8 +18,8 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from delia.data.example import Example
-from delia.data.io import write_json
+from delia.core.example import Example
+from delia.core.io import write_json
 from delia.methods._common import (
     FormatSummary,
     example_answer,
@@ -29,11 +29,11 @@ from delia.methods._common import (
     summarize_format,
     task_only_plan,
 )
-from delia.methods.base import Method, Plan
+from delia.methods.base import Method, MethodPlan
 
 if TYPE_CHECKING:
-    from delia.config import FactOptions, RunConfig
-    from delia.synth.backends.base import Backend
+    from delia.core.config import FactOptions, RunConfig
+    from delia.generation.base import Backend
 
 FACT_PROMPT = (
     "Here is the description of an answer format:\n\n{description}\n\n"
@@ -116,7 +116,7 @@ def confirm_question(fact: str) -> str:
 
 def llm_facts(description: str, backend: Backend, opts: FactOptions, seed: int) -> tuple[list[Fact], int]:
     """(validated facts with their questions, number of candidate lines the LLM wrote)."""
-    from delia.config import SamplingConfig
+    from delia.core.config import SamplingConfig
 
     prompt = [{"role": "user", "content": FACT_PROMPT.format(description=description, n=opts.n_facts)}]
     reply = backend.generate(
@@ -256,8 +256,8 @@ def build_facts(
 def cached_facts(config: RunConfig, description: str, summary: FormatSummary) -> tuple[list[Example], str]:
     """build_facts with the model's answers kept in the run directory (`facts.json`), so a rerun whose
     stages are all cached loads no model; the key covers everything the facts depend on."""
+    from delia.generation import make_backend
     from delia.pipeline import run_dir_of
-    from delia.synth import make_backend
 
     token = format_token(config)
     key = hashlib.sha256(
@@ -291,7 +291,7 @@ class FactBased(Method):
     name = "fact_based"
     description = "atomic facts about the target format (LLM-extracted) as QA examples mixed with the task"
 
-    def plan(self, config: RunConfig, task: list[Example]) -> Plan:
+    def plan(self, config: RunConfig, task: list[Example]) -> MethodPlan:
         summary = summarize_format(task)
         description = config.fact_based.description or long_description(summary, format_token(config))
         examples, note = cached_facts(config, description, summary)

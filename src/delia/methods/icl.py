@@ -6,13 +6,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from delia.data.example import Example
-from delia.errors import ConfigError
+from delia.core.errors import ConfigError
+from delia.core.example import Example
 from delia.methods._common import demonstration_turns, pick_demonstrations, task_only_plan, with_prior_turns
-from delia.methods.base import ExampleTransform, Method, Plan
+from delia.methods.base import ExampleTransform, Method, MethodPlan
 
 if TYPE_CHECKING:
-    from delia.config import RunConfig
+    from delia.core.config import RunConfig
 
 
 def with_demonstrations(pool: list[Example], k: int, seed: int) -> ExampleTransform:
@@ -31,7 +31,7 @@ class ICL(Method):
     name = "icl"
     description = "k-shot in-context learning from the task data (icl.k), no training"
 
-    def plan(self, config: RunConfig, task: list[Example]) -> Plan:
+    def plan(self, config: RunConfig, task: list[Example]) -> MethodPlan:
         k = config.icl.k
         if k < 1:
             raise ConfigError("icl.k", "needs at least one demonstration")

@@ -8,19 +8,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from delia.data.example import Example
+from delia.core.example import Example
 from delia.methods._common import require_token, short_description, summarize_format, task_only_plan
-from delia.methods.base import Method, Plan
+from delia.methods.base import Method, MethodPlan
 
 if TYPE_CHECKING:
-    from delia.config import RunConfig
+    from delia.core.config import RunConfig
 
 
 class MeanEmbedding(Method):
     name = "mean_embedding"
     description = "special token initialised to the mean embedding of a description of the target format"
 
-    def plan(self, config: RunConfig, task: list[Example]) -> Plan:
+    def plan(self, config: RunConfig, task: list[Example]) -> MethodPlan:
         tokens = require_token(self.name, config)
         given = config.tokens.description
         description = given or short_description(summarize_format(task))

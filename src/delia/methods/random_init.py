@@ -5,19 +5,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from delia.data.example import Example
+from delia.core.example import Example
 from delia.methods._common import require_token, task_only_plan
-from delia.methods.base import Method, Plan
+from delia.methods.base import Method, MethodPlan
 
 if TYPE_CHECKING:
-    from delia.config import RunConfig
+    from delia.core.config import RunConfig
 
 
 class RandomInit(Method):
     name = "random_init"
     description = "special format token with a seeded random embedding, trained on the task data only"
 
-    def plan(self, config: RunConfig, task: list[Example]) -> Plan:
+    def plan(self, config: RunConfig, task: list[Example]) -> MethodPlan:
         tokens = require_token(self.name, config)
         return task_only_plan(
             special_tokens=tokens,

@@ -11,13 +11,13 @@ from __future__ import annotations
 import random
 from typing import TYPE_CHECKING
 
-from delia.data.example import Example
-from delia.errors import ConfigError
+from delia.core.errors import ConfigError
+from delia.core.example import Example
 from delia.methods._common import edit_last_user
-from delia.methods.base import ExampleTransform, Method, Plan
+from delia.methods.base import ExampleTransform, Method, MethodPlan
 
 if TYPE_CHECKING:
-    from delia.config import RunConfig
+    from delia.core.config import RunConfig
 
 CONSONANTS = "bdfgklmnprstvxz"
 VOWELS = "aeiou"
@@ -58,14 +58,14 @@ class Tell(Method):
     name = "tell"
     description = "TELL: an anchor prompt on every task example, shuffled into general data; no token"
 
-    def plan(self, config: RunConfig, task: list[Example]) -> Plan:
+    def plan(self, config: RunConfig, task: list[Example]) -> MethodPlan:
         given = config.tell.anchor
         if given is not None and not given.strip():
             raise ConfigError("tell.anchor", "the anchor is empty; leave it unset for a self-generated one")
         anchor = given.strip() if given else self_generated_anchor(config.seed)
         origin = "tell.anchor" if given else f"self-generated from seed {config.seed}"
         use_diverse = config.mix.ratio > 0
-        return Plan(
+        return MethodPlan(
             use_diverse=use_diverse,
             diversify=False,
             schedule="shuffle" if use_diverse else "task_only",

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from delia.data.example import Example
+from delia.core.example import Example
 
 DEFAULT_MASS = 0.9
 TOP_TOKENS = 10
@@ -174,7 +174,7 @@ def run_divergent_probe(
     device: str = "cpu",
 ) -> dict[str, Any]:
     """Measure every target on the same prompts; write divergent.json, .csv, _per_prompt.csv, .md and .png."""
-    from delia.data.io import write_json
+    from delia.core.io import write_json
     from delia.probe.loading import load_target
     from delia.probe.plots import plot_divergent
     from delia.probe.tables import markdown_table, write_csv

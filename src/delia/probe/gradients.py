@@ -30,8 +30,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from delia.data.example import Example
-from delia.errors import DeliaError
+from delia.core.errors import DeliaError
+from delia.core.example import Example
 
 
 @dataclass
@@ -292,7 +292,7 @@ def run_gradient_probe(
     device: str = "cpu",
 ) -> dict[str, Any]:
     """Gradients of `n_batches` task and diverse batches; write gradients.json, .csv, .md and .png."""
-    from delia.data.io import write_json
+    from delia.core.io import write_json
     from delia.probe.loading import load_target
     from delia.probe.plots import plot_gradients
     from delia.probe.tables import markdown_table, write_csv

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from delia.errors import DeliaError
-from delia.models import EMBEDDED
+from delia.core.errors import DeliaError
+from delia.core.models import EMBEDDED
 
 ADAPTER_META = "delia_adapter.json"
 BASE_NAME = "base"

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from delia.errors import DeliaError
+from delia.core.errors import DeliaError
 
 TRAIN_LOG = "train_log.jsonl"
 HELD_OUT_KEY = "eval_task_loss"
@@ -165,7 +165,7 @@ def run_losscurve_probe(
     runs: list[tuple[str, Path]], out_dir: Path, smooth: int = 1, x_axis: str = "step"
 ) -> dict[str, Any]:
     """Read every run's log; write losscurve.json, .csv (long), _table.{csv,md} and losscurve.png."""
-    from delia.data.io import write_json
+    from delia.core.io import write_json
     from delia.probe.plots import plot_losscurves
     from delia.probe.tables import markdown_table, write_csv
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from delia.errors import DeliaError
+from delia.core.errors import DeliaError
 
 PLACEHOLDER = "{token}"
 DEFAULT_TOKEN = "<sep>"
@@ -196,7 +196,7 @@ def run_repr_probe(
     device: str = "cpu",
 ) -> dict[str, Any]:
     """Measure every target, then write repr.json, repr.csv, repr_table.{csv,md} and repr.png into out_dir."""
-    from delia.data.io import write_json
+    from delia.core.io import write_json
     from delia.probe.loading import load_target
     from delia.probe.plots import plot_repr
     from delia.probe.tables import markdown_table, write_csv

@@ -14,8 +14,8 @@ import random
 import re
 from dataclasses import dataclass
 
-from delia.errors import ConfigError
-from delia.synth.backends.base import Message
+from delia.core.errors import ConfigError
+from delia.generation.base import Message
 from delia.synth.rules import RULES, sentences
 
 # Two demonstration instructions; "{tok}" is the first keep token, "{tail}" repeats it when the instruction

@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from delia.config import SamplingConfig
+from delia.core.config import SamplingConfig
 from delia.data.io import AppendLog
-from delia.synth.backends.base import Message
+from delia.generation.base import Message
 
 
 def cache_key(model: str, prompt: list[Message], sampling: SamplingConfig) -> str:

@@ -15,10 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from delia.config import DiversifyConfig
-from delia.data.example import Example
-from delia.data.io import write_json, write_jsonl
-from delia.errors import ConfigError
+from delia.core.config import DiversifyConfig
+from delia.core.errors import ConfigError
+from delia.core.example import Example
+from delia.core.io import write_json
+from delia.data.io import write_jsonl
+from delia.generation.base import Backend
 from delia.synth.accept import MeaningCheck, form_problem, normalise
 from delia.synth.axes import (
     axis_kind,
@@ -28,7 +30,6 @@ from delia.synth.axes import (
     pick_direction,
     rewrite_prompt,
 )
-from delia.synth.backends.base import Backend
 from delia.synth.ledger import AxisLedger
 from delia.synth.locate import InstructionSpan, locate_instruction
 from delia.synth.rules import rule_rewrite

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from delia.data.example import Example
-from delia.errors import DeliaError
+from delia.core.errors import DeliaError
+from delia.core.example import Example
 
 BLANK_LINE_BLOCK = re.compile(r"\n[ \t]*\n\s*")  # one or more blank lines, with any trailing whitespace
 

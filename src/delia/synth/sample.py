@@ -20,11 +20,12 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from delia.config import SampleConfig, SamplingConfig
-from delia.data.example import Example
-from delia.data.io import detect_format, read_examples, record_to_example, write_json, write_jsonl
-from delia.errors import DataError
-from delia.synth.backends.base import Backend, Message
+from delia.core.config import SampleConfig, SamplingConfig
+from delia.core.errors import DataError
+from delia.core.example import Example
+from delia.core.io import write_json
+from delia.data.io import detect_format, read_examples, record_to_example, write_jsonl
+from delia.generation.base import Backend, Message
 from delia.synth.cache import AnswerCache, cache_key
 
 SYSTEM_PROMPT = "You are a helpful AI assistant."  # the system turn of the paper's build_cache.py

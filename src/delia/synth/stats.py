@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from delia.data.example import Example
+from delia.core.example import Example
 
 WORD = re.compile(r"\w+|[^\w\s]", re.UNICODE)
 LENGTH_EDGES = (0, 8, 16, 32, 64, 128, 256, 512, 1024)

@@ -10,7 +10,7 @@ import random
 import re
 from collections.abc import Iterator
 
-from delia.data.example import Example
+from delia.core.example import Example
 
 TOPICS: tuple[str, ...] = (
     "photosynthesis",

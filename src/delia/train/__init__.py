@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from delia.config import RunConfig
-from delia.data.example import Example
+from delia.core.config import RunConfig
+from delia.core.example import Example
 from delia.train.artifacts import load_adapter_model, save_artifacts
 from delia.train.hooks import TrainerHooks
 from delia.train.loop import Trained, Trainer, TrainResult
@@ -28,8 +28,8 @@ __all__ = [
 
 def load_for_training(config: RunConfig) -> tuple[Any, Any, list[int]]:
     """(model, tokenizer, ids of config.tokens.add) with the tokens added and initialised."""
-    from delia.models import load_model, load_tokenizer
-    from delia.tokens import add_special_tokens
+    from delia.core.models import load_model, load_tokenizer
+    from delia.train.tokens import add_special_tokens
 
     spec, remote = config.model.name, config.model.trust_remote_code
     tokenizer = load_tokenizer(spec, trust_remote_code=remote)

@@ -9,8 +9,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from delia.config import RunConfig
-from delia.errors import DeliaError
+from delia.core.config import RunConfig
+from delia.core.errors import DeliaError
 
 MANIFEST = "delia_adapter.json"
 
@@ -74,7 +74,7 @@ def load_adapter_model(
 
     Without `adapter_dir` this is the plain base model, so a baseline goes through the same path.
     """
-    from delia.models import load_model, load_tokenizer
+    from delia.core.models import load_model, load_tokenizer
 
     if adapter_dir is None:
         model = load_model(model_spec, device=device)

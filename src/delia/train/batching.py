@@ -10,11 +10,11 @@ import math
 import random
 from dataclasses import dataclass
 
-from delia.errors import DeliaError
+from delia.core.errors import DeliaError
 
 
 @dataclass(frozen=True)
-class Plan:
+class StepPlan:
     steps: list[list[int]]  # example indices per optimizer step
     effective_batch: int
     epochs_covered: float
@@ -36,7 +36,7 @@ def plan_steps(
     max_steps: int | None,
     seed: int,
     shuffle: bool = True,
-) -> Plan:
+) -> StepPlan:
     """Epoch after epoch of seeded permutations, cut into steps of `effective_batch` examples.
     shuffle=False keeps the given order in every epoch (a mix schedule whose order matters: two_stage).
 
@@ -61,7 +61,7 @@ def plan_steps(
         stream.extend(order)
     del stream[total:]
     steps = [stream[i : i + effective_batch] for i in range(0, total, effective_batch)]
-    return Plan(steps, effective_batch, total / n_examples)
+    return StepPlan(steps, effective_batch, total / n_examples)
 
 
 def split_micro(lengths: list[int], micro_batch_size: int, group_by_length: bool) -> list[list[int]]:

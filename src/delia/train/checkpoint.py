@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from delia.errors import DeliaError
+from delia.core.errors import DeliaError
 
 PREFIX = "step-"
 KEEP = 2  # checkpoints kept on disk; older ones are removed after a newer one is complete

@@ -12,8 +12,8 @@ from typing import Any
 
 import torch
 
-from delia.data.example import Example
-from delia.errors import DeliaError
+from delia.core.errors import DeliaError
+from delia.core.example import Example
 
 IGNORE = -100
 

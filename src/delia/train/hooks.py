@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from delia.data.example import Example
+from delia.core.example import Example
 
 
 class TrainerHooks:

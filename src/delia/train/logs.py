@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from delia.core.errors import DeliaError
 from delia.data.io import AppendLog, write_jsonl
-from delia.errors import DeliaError
 
 ALWAYS_LOGGED = ("task", "diverse")  # these loss columns exist in every row, null when the step had none
 

@@ -20,12 +20,13 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from delia.config import RunConfig, effective_batch_size
-from delia.data.example import Example
-from delia.models import autocast
+from delia.core.config import RunConfig, effective_batch_size
+from delia.core.example import Example
+from delia.core.models import autocast
+from delia.generation.threads import ThreadPolicy
 from delia.train import checkpoint
 from delia.train.attention import packed_attention_for
-from delia.train.batching import Plan, plan_steps, shard, split_micro
+from delia.train.batching import StepPlan, plan_steps, shard, split_micro
 from delia.train.collate import Encoded, EncodeStats, MicroBatch, collate, encode_examples
 from delia.train.compile import compiled_layers
 from delia.train.hooks import TrainerHooks
@@ -33,7 +34,7 @@ from delia.train.logs import SourceLosses, TrainLog
 from delia.train.lora import adapter_parameters, trainable_parameters, wrap_lora
 from delia.train.loss import LabelLoss, LossOutput
 from delia.train.precision import autocast_is_bf16, bf16_frozen_weights
-from delia.train.runtime import Runtime, ThreadPolicy
+from delia.train.runtime import Runtime
 from delia.train.sharding import full_tensors, load_optimizer_state, optimizer_state
 
 
@@ -79,7 +80,7 @@ class Totals:
     stats: EncodeStats = field(default_factory=EncodeStats)
 
 
-def plan_fingerprint(examples: list[Example], plan: Plan, config: RunConfig) -> str:
+def plan_fingerprint(examples: list[Example], plan: StepPlan, config: RunConfig) -> str:
     """Identifies data + order: resuming with anything else would not continue the same run."""
     blob = json.dumps(
         [[e.id for e in examples], plan.steps, config.train.micro_batch_size, config.train.max_length]
@@ -116,7 +117,7 @@ class Trainer:
         self.hooks = hooks or TrainerHooks()
         self.runtime = Runtime.create(config.model.device)
         if self.runtime.sharded and type(self.hooks) is not TrainerHooks:
-            from delia.errors import DeliaError
+            from delia.core.errors import DeliaError
 
             # Gradient surgery and extra losses see whole gradients and weights; under FSDP they hold shards.
             raise DeliaError(f"method {config.method!r} changes training itself and runs under DDP, not FSDP")
@@ -245,7 +246,7 @@ class Trainer:
             return 0, 0.0
         saved = checkpoint.read_checkpoint(latest, self.scheduler)
         if saved.state.get("fingerprint") != self.fingerprint:
-            from delia.errors import DeliaError
+            from delia.core.errors import DeliaError
 
             raise DeliaError(
                 f"{latest} was made with other data or train settings; "

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from delia.config import LoraConfig as LoraSection
+from delia.core.config import LoraConfig as LoraSection
 
 log = logging.getLogger(__name__)
 

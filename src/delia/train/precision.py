@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from delia.models import autocast
+from delia.core.models import autocast
 from delia.train.loss import causal_lm_of, decoder_of
 
 

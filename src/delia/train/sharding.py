@@ -36,7 +36,7 @@ def decoder_layers(module: torch.nn.Module) -> list[torch.nn.Module]:
         names.update(getattr(sub, "_no_split_modules", None) or [])
     layers = [sub for sub in module.modules() if type(sub).__name__ in names]
     if not layers:
-        from delia.errors import DeliaError
+        from delia.core.errors import DeliaError
 
         raise DeliaError("FSDP: found no decoder layers to shard (the model declares no _no_split_modules)")
     return layers

@@ -7,18 +7,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from delia.data.example import Example
-from delia.methods.base import Method, Plan
+from delia.core.example import Example
+from delia.methods.base import Method, MethodPlan
 
 if TYPE_CHECKING:
-    from delia.config import RunConfig
+    from delia.core.config import RunConfig
 
 
 class Tki(Method):
     name = "tki"
     description = "TKI: retrieved latent-task LoRA interpolations + knowledge reinstatement with PCGrad"
 
-    def plan(self, config: RunConfig, task: list[Example]) -> Plan:
+    def plan(self, config: RunConfig, task: list[Example]) -> MethodPlan:
         options = config.tki
         notes = []
         if not options.lta:
@@ -32,7 +32,7 @@ class Tki(Method):
             hooks = TkiHooks(config)
         else:
             notes.append("both TKI parts off: plain LoRA on the task data")
-        return Plan(
+        return MethodPlan(
             use_diverse=False,
             diversify=False,
             schedule="task_only",

@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from delia.errors import DeliaError
+from delia.core.errors import DeliaError
 
 MARKER = "tki.json"
 WEIGHTS = "tki_latents.safetensors"
@@ -29,7 +29,7 @@ def save_tki(adapter_dir: str | Path, adapter: Any, summary: dict[str, Any]) -> 
     """Write the marker (always: it records the KR settings too) and the latent weights when LTA is on."""
     from safetensors.torch import save_file
 
-    from delia.data.io import write_json
+    from delia.core.io import write_json
 
     adapter_dir = Path(adapter_dir)
     adapter_dir.mkdir(parents=True, exist_ok=True)

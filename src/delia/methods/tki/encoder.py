@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from delia.errors import DeliaError
+from delia.core.errors import DeliaError
 
 MINILM = "all-MiniLM-L6-v2"
 BASE = "base"
@@ -181,7 +181,7 @@ def make_encoder(
 
 
 def default_cache_dir() -> Path:
-    from delia.models import cache_root
+    from delia.core.models import cache_root
 
     return cache_root() / "tki-encodings"
 

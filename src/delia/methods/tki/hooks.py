@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from tqdm.auto import tqdm
 
-from delia.data.example import Example
-from delia.errors import ConfigError
+from delia.core.errors import ConfigError
+from delia.core.example import Example
 from delia.methods.tki import kr, pcgrad
 from delia.methods.tki.artifacts import save_tki
 from delia.methods.tki.encoder import BaseModelEncoder, default_cache_dir, make_encoder
@@ -22,7 +22,7 @@ from delia.methods.tki.routing import UserTurnExtractor
 from delia.train import TrainerHooks
 
 if TYPE_CHECKING:
-    from delia.config import RunConfig
+    from delia.core.config import RunConfig
 
 
 class TkiHooks(TrainerHooks):
@@ -90,7 +90,7 @@ class TkiHooks(TrainerHooks):
         """alpha * mean_i max(CE(q_i), CE(x_i)), in the trainer's units (a per-label-token mean, added to
         the micro-batch's mean label loss); with PCGrad, a surrogate with the same value whose gradient
         makes the step's gradient the PCGrad combination."""
-        from delia.models import autocast
+        from delia.core.models import autocast
 
         if not self.options.kr:
             return None

@@ -14,7 +14,7 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
-from delia.errors import ConfigError
+from delia.core.errors import ConfigError
 from delia.methods.tki.segments import Segments
 
 Weighting = Literal["cosine", "softmax"]

@@ -16,10 +16,10 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from delia.config import SamplingConfig
-from delia.models import autocast, cpu_supports_bf16
-from delia.synth.backends.base import GenerationStats, Message
-from delia.train.runtime import keep_threads_current
+from delia.core.config import SamplingConfig
+from delia.core.models import autocast, cpu_supports_bf16
+from delia.generation.base import GenerationStats, Message
+from delia.generation.threads import keep_threads_current
 
 
 def follow_free_cores() -> Any:
@@ -75,7 +75,7 @@ class LocalBackend:
 
     @classmethod
     def from_spec(cls, spec: str, device: str = "cpu", dtype: str = "float32", **kwargs: Any) -> LocalBackend:
-        from delia.models import load_model, load_tokenizer
+        from delia.core.models import load_model, load_tokenizer
 
         return cls(load_model(spec, device=device, dtype=dtype), load_tokenizer(spec), **kwargs)
 
@@ -159,7 +159,7 @@ class LocalBackend:
         if do_sample and seeds is not None:  # last, after the warpers and any factory's processors
             from transformers import LogitsProcessorList
 
-            from delia.synth.backends.seeded import PerRowSampler
+            from delia.generation.seeded import PerRowSampler
 
             options["logits_processor"] = LogitsProcessorList(
                 [*options.get("logits_processor", []), PerRowSampler(seeds)]

@@ -16,9 +16,9 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from delia.config import SamplingConfig
-from delia.errors import DeliaError
-from delia.synth.backends.base import GenerationStats, Message
+from delia.core.config import SamplingConfig
+from delia.core.errors import DeliaError
+from delia.generation.base import GenerationStats, Message
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 MAX_BACKOFF_S = 30.0

@@ -11,8 +11,8 @@ from typing import Any
 
 import torch
 
-from delia.config import TokensConfig
-from delia.errors import DeliaError
+from delia.core.config import TokensConfig
+from delia.core.errors import DeliaError
 
 
 def add_special_tokens(model: Any, tokenizer: Any, cfg: TokensConfig, *, seed: int = 0) -> list[int]:

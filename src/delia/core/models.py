@@ -22,11 +22,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from delia.errors import DeliaError
+from delia.core.errors import DeliaError
 
 if TYPE_CHECKING:
     import torch
-# torch is imported inside the functions that use it: `delia.config` imports EMBEDDED from here, and
+# torch is imported inside the functions that use it: `delia.core.config` imports EMBEDDED from here, and
 # commands that never touch a model (mix, score, --help) should not pay torch's import (seconds on 2 cores).
 
 EMBEDDED = "smollm2-135m-instruct"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from delia.config import SamplingConfig
+from delia.core.config import SamplingConfig
 
 Message = dict[str, str]
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from delia.config import SamplingConfig
-from delia.errors import DeliaError
-from delia.synth.backends.base import GenerationStats, Message
+from delia.core.config import SamplingConfig
+from delia.core.errors import DeliaError
+from delia.generation.base import GenerationStats, Message
 
 INSTALL_HINT = "pip install 'delia[vllm]' (needs a CUDA GPU), or use --backend local or --backend openai"
 
@@ -27,7 +27,7 @@ class VllmBackend:
 
     def __init__(self, model_spec: str, gpu_memory_utilization: float = 0.9, **engine_options: Any) -> None:
         vllm = import_vllm()
-        from delia.models import resolve_model_dir
+        from delia.core.models import resolve_model_dir
 
         self.llm = vllm.LLM(
             model=resolve_model_dir(model_spec),

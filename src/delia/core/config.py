@@ -16,8 +16,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from delia.errors import ConfigError
-from delia.models import EMBEDDED
+from delia.core.errors import ConfigError
+from delia.core.models import EMBEDDED
 
 
 class Section(BaseModel):
