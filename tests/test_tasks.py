@@ -8,13 +8,9 @@ from pathlib import Path
 import pytest
 
 from delia.core.errors import ConfigError, DataError
-from delia.data.tasks import (
-    HALUEVAL_INSTRUCTIONS,
-    build,
-    halueval_record,
-    instructions_from_file,
-    last_paragraph,
-)
+from delia.data.builders import build
+from delia.data.builders._common import instructions_from_file, last_paragraph
+from delia.data.builders.halueval import HALUEVAL_INSTRUCTIONS, halueval_record
 
 
 def write_lines(path: Path, rows: list[dict]) -> Path:

@@ -17,7 +17,7 @@ from typing import Any
 
 from delia.core.config import RunConfig, SamplingConfig, load_config
 from delia.core.errors import ConfigError
-from delia.data.tasks import DEMO_KEYS, build_demo
+from delia.data.builders.demo import DEMO_KEYS, build_demo
 from delia.pipeline import Log, read_manifest, run, run_stage, summary_row
 
 LEGS = ("base", "common_it", "delia", "common_it_matched")
@@ -141,7 +141,7 @@ def stage_general(run_dir: Path, config: RunConfig, log: Log) -> dict[str, float
     )
 
     def compute(out: Path) -> dict[str, Any]:
-        from delia.generation import LocalBackend
+        from delia.generation.local import LocalBackend
 
         model, tokenizer = load_run_model(run_dir, config)
         prompts, expected = general_probe_prompts(config)

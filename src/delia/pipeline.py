@@ -322,7 +322,7 @@ def eval_data_options(config: RunConfig) -> dict[str, Any]:
 
 
 def load_task_examples(config: RunConfig) -> list[Example]:
-    from delia.data.tasks import build
+    from delia.data.builders import build
 
     cfg = config.task
     if cfg.builder:
@@ -338,7 +338,7 @@ def load_task_examples(config: RunConfig) -> list[Example]:
 
 
 def load_eval_examples(config: RunConfig) -> list[Example]:
-    from delia.data.tasks import build
+    from delia.data.builders import build
 
     cfg = config.eval
     if cfg.builder:

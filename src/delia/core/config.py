@@ -290,17 +290,27 @@ def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def config_error(
+    err: ValidationError, prefix: str = "", source: str | None = None, unknown: str = "unknown key"
+) -> ConfigError:
+    """The one mapping of a pydantic ValidationError to a ConfigError: its first problem, located by the
+    dotted field (under `prefix`, with the `source` file in brackets), in the validator's own words."""
+    first = err.errors()[0]
+    parts = [*(prefix.split(".") if prefix else []), *(str(p) for p in first["loc"])]
+    field = ".".join(parts)
+    message = first["msg"].removeprefix("Value error, ")  # pydantic prefixes a validator's own message
+    if first["type"] == "extra_forbidden":
+        message = unknown
+    where = field or "(root)"
+    return ConfigError(f"{where} ({source})" if source else where, message)
+
+
 def build_config(data: dict[str, Any], source: str = "config") -> RunConfig:
     """Validate a dict as a RunConfig; the first problem is raised as a ConfigError naming its field."""
     try:
         return RunConfig.model_validate(data)
     except ValidationError as err:
-        first = err.errors()[0]
-        field = ".".join(str(p) for p in first["loc"]) or "(root)"
-        message = first["msg"].removeprefix("Value error, ")  # pydantic prefixes a validator's own message
-        if first["type"] == "extra_forbidden":
-            message = "unknown key"
-        raise ConfigError(f"{field} ({source})", message) from None
+        raise config_error(err, source=source) from None
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:

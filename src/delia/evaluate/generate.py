@@ -42,7 +42,7 @@ def evaluate_model(
     """Answer every example (the first cfg.limit), score against example.response, write
     predictions.jsonl and metrics.json into out_dir, and return the metrics. generation_options: a method
     plan's, e.g. {"logits_processor_factory": (model, tokenizer) -> LogitsProcessorList} (CTG)."""
-    from delia.generation import LocalBackend
+    from delia.generation.local import LocalBackend
 
     chosen = examples[: cfg.limit] if cfg.limit is not None else list(examples)
     if not chosen:
