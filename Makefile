@@ -22,7 +22,9 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/delia demo
 
+# The layering contract first (pyproject.toml [tool.importlinter]): a wrong-way import fails before any test runs.
 test: $(STAMP)
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
 # llama.cpp's OpenAI-compatible server on 127.0.0.1 serving the embedded GGUF (tests/test_server.py). Not part
@@ -33,6 +35,8 @@ server-test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/lint-imports
 
 bench: $(STAMP)
 	$(BIN)/python bench/bench_sampling.py

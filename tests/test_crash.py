@@ -33,7 +33,7 @@ from crash_harness import (
     tensors_close,
 )
 
-from delia.pipeline import STAGES
+from delia.pipeline import STAGE_NAMES
 
 KILLS = int(os.environ.get("DELIA_CRASH_KILLS", "3"))
 SEED = int(os.environ.get("DELIA_CRASH_SEED", "0"))
@@ -287,7 +287,7 @@ def test_sigkilled_run_reruns_to_the_same_results(tiny_model_dir: Path, tmp_path
 
     def state() -> str:
         run_dir = crash_runs / "tiny"
-        finished = [s for s in STAGES if (run_dir / s / "manifest.json").exists()]
+        finished = [s for s in STAGE_NAMES if (run_dir / s / "manifest.json").exists()]
         working = [p.name for p in run_dir.glob(".*.partial")] if run_dir.exists() else []
         return f"stages done {finished}, in progress {working}"
 
@@ -310,7 +310,7 @@ def test_sigkilled_run_reruns_to_the_same_results(tiny_model_dir: Path, tmp_path
     tensors_close(
         crash_dir / "adapter/adapter_model.safetensors", ref_dir / "adapter/adapter_model.safetensors"
     )
-    for stage in STAGES:
+    for stage in STAGE_NAMES:
         manifest = json.loads((crash_dir / stage / "manifest.json").read_text())
         ref_manifest = json.loads((ref_dir / stage / "manifest.json").read_text())
         assert manifest["hash"] == ref_manifest["hash"], stage

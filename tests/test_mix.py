@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 
 from delia.core.config import MixConfig, build_config
 from delia.core.errors import ConfigError, DataError, DeliaError
-from delia.data import Example, read_examples, write_jsonl
+from delia.core.example import Example
+from delia.data import read_examples, write_jsonl
 from delia.mix import index_messages_jsonl, mix
 
 

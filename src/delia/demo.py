@@ -12,13 +12,26 @@ from __future__ import annotations
 import json
 import re
 import time
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from delia.core.config import RunConfig, SamplingConfig, load_config
 from delia.core.errors import ConfigError
+from delia.core.io import atomic_write
+from delia.core.markdown import markdown_table
+from delia.core.registry import STAGES
+from delia.core.stage import Stage, StageContext
 from delia.data.builders.demo import DEMO_KEYS, build_demo
-from delia.pipeline import Log, read_manifest, run, run_stage, summary_row
+from delia.data.io import write_jsonl
+from delia.evaluate.jsonfmt import parse_answer
+from delia.methods import load_trained
+from delia.pipeline import run, summary_row
+from delia.pipeline.cache import Log, read_manifest, run_stage
+from delia.pipeline.context import RunContext
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 LEGS = ("base", "common_it", "delia", "common_it_matched")
 
@@ -82,8 +95,6 @@ def leg_configs(base: RunConfig, out_dir: Path) -> list[RunConfig]:
 
 
 def looks_like_json(text: str) -> bool:
-    from delia.evaluate.jsonfmt import parse_answer
-
     stripped = text.strip()
     return stripped.startswith("{") or parse_answer(stripped)[0] is not None
 
@@ -130,46 +141,49 @@ def score_probe(
     return figures, rows
 
 
-def stage_general(run_dir: Path, config: RunConfig, log: Log) -> dict[str, float]:
-    """The retention / format-leakage check for one finished run, cached like any stage."""
-    from delia.data.io import write_jsonl
-
+def general_key(config: RunConfig, run_dir: Path) -> str:
+    """The probe's key: the model, the trained adapter's key, and everything the probe asks and scores."""
     train = read_manifest(run_dir / "train")
     upstream = (train["hash"] if train else "untrained", json.dumps(GENERAL_QUESTIONS), PLAIN_QUESTION)
-    key = config.stage_hash(
-        "model", upstream=(*upstream, str(config.eval.builder_options), f"{PROBE_TOKENS}:{PROBE_VERSION}")
-    )
-
-    def compute(out: Path) -> dict[str, Any]:
-        from delia.generation.local import LocalBackend
-
-        model, tokenizer = load_run_model(run_dir, config)
-        prompts, expected = general_probe_prompts(config)
-        backend = LocalBackend(model, tokenizer, batch_size=config.eval.batch_size, progress=False)
-        predictions = backend.generate(prompts, SamplingConfig(temperature=0.0, max_new_tokens=PROBE_TOKENS))
-        figures, rows = score_probe(predictions, expected)
-        write_jsonl(out / "predictions.jsonl", rows)
-        return {"counts": {"prompts": len(prompts)}, "metrics": figures}
-
-    return run_stage(run_dir, "general", key, compute, log=log).manifest["metrics"]
+    probe = (str(config.eval.builder_options), f"{PROBE_TOKENS}:{PROBE_VERSION}")
+    return config.stage_hash(*GENERAL.sections, upstream=(*upstream, *probe))
 
 
-def load_run_model(run_dir: Path, config: RunConfig) -> tuple[Any, Any]:
-    from delia.core.models import load_model, load_tokenizer
+def compute_general(context: StageContext, out: Path) -> dict[str, Any]:
+    """The retention / format-leakage check for one finished run."""
+    from delia.generation.local import LocalBackend  # torch
 
-    adapter = run_dir / "train" / "adapter"
+    config = context.config
+    model, tokenizer = run_model(context)
+    prompts, expected = general_probe_prompts(config)
+    backend = LocalBackend(model, tokenizer, batch_size=config.eval.batch_size, progress=False)
+    predictions = backend.generate(prompts, SamplingConfig(temperature=0.0, max_new_tokens=PROBE_TOKENS))
+    figures, rows = score_probe(predictions, expected)
+    write_jsonl(out / "predictions.jsonl", rows)
+    return {"counts": {"prompts": len(prompts)}, "metrics": figures}
+
+
+def run_model(context: StageContext) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The run's trained model, or the base model for a leg that does not train."""
+    adapter = context.dir / "train" / "adapter"
     if adapter.exists():
-        from delia.train import load_adapter_model
+        return load_trained(context.config.model.name, adapter, device=context.config.model.device)
+    return context.base_model()
 
-        return load_adapter_model(config.model.name, adapter, device=config.model.device)
-    model = load_model(config.model.name, config.model.device, config.model.dtype)
-    return model.eval(), load_tokenizer(config.model.name)
+
+GENERAL = STAGES.register("general")(Stage("general", ("model",), compute_general, upstream=("train",)))
+
+
+def stage_general(run_dir: Path, config: RunConfig, log: Log) -> dict[str, float]:
+    """The general check of one finished run, cached in `general/` like any stage."""
+    compute = partial(GENERAL.compute, RunContext(config, run_dir, log))
+    return run_stage(run_dir, GENERAL.name, general_key(config, run_dir), compute, log=log).manifest[
+        "metrics"
+    ]
 
 
 def field_accuracy(run_dir: Path) -> float | None:
     """Share of held-out answers with every field (name, city, job) exactly right."""
-    from delia.evaluate.jsonfmt import parse_answer
-
     path = run_dir / "eval" / "predictions.jsonl"
     if not path.exists():
         return None
@@ -223,12 +237,10 @@ def run_demo(
 
 
 def write_demo_summary(root: Path, rows: list[dict[str, Any]], seconds: float) -> None:
-    from delia.pipeline import markdown_table
-
     text = (
         "# delia demo\n\n"
         f"{markdown_table(rows)}\n\n"
         f"{LEGEND}\n\n"
         f"Wall time of this invocation: {seconds:.0f} s.\n"
     )
-    (root / "summary.md").write_text(text, encoding="utf-8")
+    atomic_write(root / "summary.md", text)

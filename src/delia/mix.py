@@ -28,8 +28,8 @@ from typing import Any, BinaryIO, Protocol
 
 from delia.core.config import MixConfig
 from delia.core.errors import ConfigError, DataError, DeliaError
-from delia.data import Example, read_examples, write_jsonl
-from delia.data.io import example_from_record, parse_json_line
+from delia.core.example import Example
+from delia.data.io import example_from_record, parse_json_line, read_examples, write_jsonl
 
 logger = logging.getLogger(__name__)
 

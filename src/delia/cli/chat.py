@@ -39,10 +39,11 @@ def compose_user_turn(context: str, instruction: str) -> str:
 
 
 def load_chat_model(model: str | None, adapter: str | None, device: str) -> tuple[Any, Any]:
-    from delia.probe.loading import load_target, probe_targets
+    from delia.methods import load_trained
+    from delia.probe.loading import probe_targets
 
     target = probe_targets(model, [adapter] if adapter else [], include_base=adapter is None)[0]
-    return load_target(target, device)
+    return load_trained(target.model_spec, target.adapter_dir, device)
 
 
 def stream_reply(lm: Any, tokenizer: Any, prompt: str, max_new_tokens: int, temperature: float) -> None:

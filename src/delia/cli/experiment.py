@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -13,6 +13,7 @@ from delia.cli._common import console
 
 if TYPE_CHECKING:
     from delia.experiment import Expansion, ExperimentSpec
+    from delia.experiment.records import SearchPlanRow
 
 EXPERIMENT_HELP = (
     "Run an experiment grid: methods x task sizes x diverse ratios x seeds, each cell a normal run "
@@ -60,10 +61,10 @@ def register(app: typer.Typer) -> None:
             result = run_ratio_search(
                 spec, log_line=lambda line: console.print(line, highlight=False, markup=False)
             )
-            best = result["argmax"]
+            best = result.argmax
             console.print(
-                f"best ratio: {best['ratio']} ({result['metric']} {best['value']:.4f}) "
-                f"after {result['evaluations']} evaluations"
+                f"best ratio: {best.ratio} ({result.metric} {best.value:.4f}) "
+                f"after {result.evaluations} evaluations"
             )
             if not no_report:
                 md, page = write_report(Path(spec.out))
@@ -79,10 +80,10 @@ def register(app: typer.Typer) -> None:
             report = recheck_cell(
                 spec, recheck, log=lambda line: console.print(line, highlight=False, markup=False)
             )
-            for check in report["checks"]:
+            for check in report.checks:
                 console.print(
-                    f"{check['metric']}: stored {check['stored']:.4f}, rerun {check['rerun']}, "
-                    f"within the summary CI: {check['within_summary_ci']}",
+                    f"{check.metric}: stored {check.stored:.4f}, rerun {check.rerun}, "
+                    f"within the summary CI: {check.within_summary_ci}",
                     highlight=False,
                 )
             if not no_report:
@@ -91,9 +92,9 @@ def register(app: typer.Typer) -> None:
         results = run_experiment(
             spec, probes=not no_probes, report=not no_report, command=command, run_cells=not no_run
         )
-        finished = len({row["cell"] for row in results["cells"]})
+        finished = len({row.cell for row in results.cells})
         console.print(
-            f"{finished}/{len(results['grid']['planned'])} cells finished, {len(results['failed'])} failed; "
+            f"{finished}/{len(results.grid.planned)} cells finished, {len(results.failed)} failed; "
             f"wrote {Path(spec.out) / 'results.json'}" + ("" if no_report else " and the report")
         )
 
@@ -127,10 +128,10 @@ def print_plan(spec: ExperimentSpec, expansion: Expansion) -> None:
         table.add_row(cell.name, cell.method, str(cell.task_size), ratio, str(cell.seed), state)
     console.print(table)
     for item in expansion.skipped:
-        console.print(f"skipped {item['name']}: {item['reason']}", highlight=False)
+        console.print(f"skipped {item.name}: {item.reason}", highlight=False)
 
 
-def print_search_plan(spec: ExperimentSpec, rows: list[dict[str, Any]]) -> None:
+def print_search_plan(spec: ExperimentSpec, rows: list[SearchPlanRow]) -> None:
     from rich.table import Table
 
     search = spec.search
@@ -140,8 +141,8 @@ def print_search_plan(spec: ExperimentSpec, rows: list[dict[str, Any]]) -> None:
     for column in ("cell", "ratio", "seed", "state", "value"):
         table.add_column(column)
     for row in rows:
-        value = "-" if row["value"] is None else f"{row['value']:.4f}"
-        table.add_row(row["cell"], str(row["ratio"]), str(row["seed"]), row["state"], value)
+        value = "-" if row.value is None else f"{row.value:.4f}"
+        table.add_row(row.cell, str(row.ratio), str(row.seed), row.state, value)
     console.print(table)
-    if rows and rows[-1]["state"] != "done":
+    if rows and rows[-1].state != "done":
         console.print("later points depend on the values of the earlier ones", highlight=False)

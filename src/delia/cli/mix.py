@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from delia.cli._common import print_json, print_mapping
+from delia.cli._config import command_config, config_file_option, config_option, set_option
 
 SCHEDULES = "shuffle (the paper's extensive shuffle), interleave (Algorithm 1), two_stage (DMT), task_only"
 
@@ -30,24 +31,40 @@ def register(app: typer.Typer) -> None:
     def mix_command(
         task: Path = typer.Option(..., "--task", help="Task examples: any supported format."),
         diverse: Path | None = typer.Option(None, "--diverse", help="Diverse examples (any format)."),
-        schedule: str = typer.Option("shuffle", "--schedule", help=SCHEDULES),
-        ratio: float = typer.Option(10.0, "--ratio", help="Diverse examples per task example (R)."),
-        seed: int = typer.Option(0, "--seed", help="Same inputs and seed give a byte-identical output."),
+        schedule: str | None = config_option("mix.schedule", "--schedule", help=SCHEDULES),
+        ratio: float | None = config_option(
+            "mix.ratio", "--ratio", help="Diverse examples per task example (R)."
+        ),
+        seed: int | None = config_option(
+            "mix.seed", "--seed", help="Same inputs and seed give a byte-identical output."
+        ),
         out: Path = typer.Option(..., "--out", help="The mixed messages JSONL (written atomically)."),
-        fmt: str = typer.Option("auto", "--format", help="Task format: auto|messages|alpaca|prompt."),
-        diverse_fmt: str = typer.Option("auto", "--diverse-format", help="Diverse file format."),
-        order: str = typer.Option("task_first", "--two-stage-order", help="task_first or diverse_first."),
         as_json: bool = typer.Option(False, "--json", help="Print the counts as a JSON object."),
+        fmt: str | None = config_option(
+            "task.format", "--format", help="Task format: auto|messages|alpaca|prompt."
+        ),
+        diverse_fmt: str = typer.Option("auto", "--diverse-format", help="Diverse file format."),
+        order: str | None = config_option(
+            "mix.two_stage_order", "--two-stage-order", help="task_first or diverse_first."
+        ),
+        config_path: str | None = config_file_option(),
+        overrides: list[str] = set_option(),
     ) -> None:
         """Mix task examples with R x |task| diverse examples; print the counts."""
-        from delia.core.config import build_config
         from delia.data import read_examples
         from delia.mix import mix
 
-        values = {"schedule": schedule, "ratio": ratio, "seed": seed, "two_stage_order": order}
-        cfg = build_config({"mix": values}, source="command line").mix
+        flags = {
+            "mix.schedule": schedule,
+            "mix.ratio": ratio,
+            "mix.seed": seed,
+            "mix.two_stage_order": order,
+            "task.format": fmt,
+        }
+        config = command_config(config_path, overrides, flags)
+        cfg = config.mix
         show_library_logs()
-        examples = read_examples(task, fmt, source="task")
+        examples = read_examples(task, config.task.format, source="task")
         counts = mix(examples, diverse, cfg, out, diverse_format=diverse_fmt)
         if as_json:
             print_json(counts)

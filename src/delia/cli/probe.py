@@ -11,6 +11,7 @@ from pathlib import Path
 import typer
 
 from delia.cli._common import console
+from delia.cli._config import command_config, config_file_option, config_option, set_option
 
 MODEL_HELP = "Base model spec. Default: the base in the adapter's delia_adapter.json, else the embedded one."
 RUN_HELP = "NAME=DIR: an adapter to compare (run directory or adapter directory). Repeatable."
@@ -184,10 +185,10 @@ def register(app: typer.Typer) -> None:
             None, "--ratio", help="Diverse:task ratio of the mix; default: the file's."
         ),
         top_k: int = typer.Option(1, "--top-k", help="Number of principal task-gradient directions."),
-        lora_r: int = typer.Option(16, "--lora-r", help="Fresh LoRA rank."),
-        lora_alpha: int = typer.Option(32, "--lora-alpha", help="Fresh LoRA alpha."),
-        lora_targets: str = typer.Option(
-            "q_proj,k_proj,v_proj,o_proj",
+        lora_r: int | None = config_option("lora.r", "--lora-r", help="Fresh LoRA rank."),
+        lora_alpha: int | None = config_option("lora.alpha", "--lora-alpha", help="Fresh LoRA alpha."),
+        lora_targets: str | None = config_option(
+            "lora.target_modules",
             "--lora-targets",
             help="Fresh LoRA target modules, comma-separated, or all-linear.",
         ),
@@ -196,6 +197,8 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0, "--seed"),
         out: Path = typer.Option(Path("probes"), "--out", help=OUT_HELP),
         device: str = typer.Option("cpu", "--device"),
+        config_path: str | None = config_file_option(),
+        overrides: list[str] = set_option(),
     ) -> None:
         from delia.data.io import read_examples
         from delia.probe.gradients import FreshLora, run_gradient_probe
@@ -203,8 +206,14 @@ def register(app: typer.Typer) -> None:
 
         # One target: the adapter when given, else the base model (which gets a fresh LoRA).
         target = probe_targets(model, [adapter] if adapter else [], include_base=adapter is None)[0]
-        targets_list = lora_targets if lora_targets == "all-linear" else tuple(lora_targets.split(","))
-        fresh = FreshLora(lora_r, lora_alpha, targets_list)
+        flags = {
+            "lora.r": lora_r,
+            "lora.alpha": lora_alpha,
+            "lora.target_modules": None if lora_targets is None else lora_targets.split(","),
+        }
+        lora = command_config(config_path, overrides, flags).lora
+        modules = "all-linear" if lora.target_modules == ["all-linear"] else tuple(lora.target_modules)
+        fresh = FreshLora(lora.r, lora.alpha, modules)
         result = run_gradient_probe(
             target,
             read_examples(data),

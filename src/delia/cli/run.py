@@ -8,14 +8,13 @@ from typing import Any
 import typer
 
 from delia.cli._common import console, print_mapping
+from delia.core.markdown import format_value
 
 
 def summary_table(rows: list[dict[str, Any]], title: str) -> Any:
     """One table row per run; no box, so that ten short columns fit an 80-column terminal."""
     from rich import box
     from rich.table import Table
-
-    from delia.pipeline import format_value
 
     table = Table(title=title, box=box.SIMPLE_HEAD, padding=0, pad_edge=False, show_edge=False)
     columns: list[str] = []
@@ -40,7 +39,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run sample -> diversify -> mix -> train -> eval for CONFIG, reusing every cached stage."""
         from delia.core.config import load_config
-        from delia.pipeline import format_value, run, summary_row
+        from delia.pipeline import run, summary_row
 
         cfg = load_config(config, overrides)
         run_dir = run(cfg)

@@ -7,13 +7,26 @@ from typing import Any
 import typer
 
 from delia.cli._common import console, print_json
+from delia.cli._config import EXPLICIT_NONE, command_config, config_file_option, config_option, set_option
 
 KEYS_HELP = "Comma-separated keys the answer's dict must have (json_format)."
 LABEL_HELP = "Key whose value is compared with the reference's label (json_format); '' for none."
+BOOTSTRAP_HELP = "Bootstrap resamples for the 95% CIs."
+BLEURT_HELP = "Local BLEURT checkpoint."
+COMET_HELP = "Local COMET checkpoint."
 
 
-def split_keys(keys: str) -> list[str]:
-    return [k.strip() for k in keys.split(",") if k.strip()]
+def scoring_flags(
+    keys: str | None, label_key: str | None, bootstrap: int | None, bleurt: str | None, comet: str | None
+) -> dict[str, Any]:
+    """The scoring flags `score` and `eval` share, as eval.* config keys."""
+    return {
+        "eval.keys": None if keys is None else [k.strip() for k in keys.split(",") if k.strip()],
+        "eval.label_key": EXPLICIT_NONE if label_key == "" else label_key,
+        "eval.bootstrap": bootstrap,
+        "eval.bleurt_checkpoint": bleurt,
+        "eval.comet_checkpoint": comet,
+    }
 
 
 def print_figures(result: dict[str, Any], title: str) -> None:
@@ -71,26 +84,22 @@ def register(app: typer.Typer) -> None:
         predictions_file: str = typer.Option(
             ..., "--predictions", help="JSONL rows with 'prediction' and optional 'reference'."
         ),
-        keys: str = typer.Option("thought,hallucination", "--keys", help=KEYS_HELP),
-        label_key: str = typer.Option("hallucination", "--label-key", help=LABEL_HELP),
-        bootstrap: int = typer.Option(1000, "--bootstrap", help="Bootstrap resamples for the 95% CIs."),
+        keys: str | None = config_option("eval.keys", "--keys", help=KEYS_HELP),
+        label_key: str | None = config_option("eval.label_key", "--label-key", help=LABEL_HELP),
+        bootstrap: int | None = config_option("eval.bootstrap", "--bootstrap", help=BOOTSTRAP_HELP),
         seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
-        bleurt: str | None = typer.Option(None, "--bleurt-checkpoint", help="Local BLEURT checkpoint."),
-        comet: str | None = typer.Option(None, "--comet-checkpoint", help="Local COMET checkpoint."),
+        bleurt: str | None = config_option("eval.bleurt_checkpoint", "--bleurt-checkpoint", help=BLEURT_HELP),
+        comet: str | None = config_option("eval.comet_checkpoint", "--comet-checkpoint", help=COMET_HELP),
+        config_path: str | None = config_file_option(),
+        overrides: list[str] = set_option(),
         as_json: bool = typer.Option(False, "--json", help="Print a JSON object with per-example scores."),
     ) -> None:
         """Score predictions without a model: every figure with n and a bootstrap 95% CI."""
-        from delia.core.config import EvalConfig
         from delia.evaluate.metrics import score
 
         predictions, references, hit_limit, sources = read_predictions(predictions_file)
-        cfg = EvalConfig(
-            keys=split_keys(keys),
-            label_key=label_key or None,
-            bootstrap=bootstrap,
-            bleurt_checkpoint=bleurt,
-            comet_checkpoint=comet,
-        )
+        flags = scoring_flags(keys, label_key, bootstrap, bleurt, comet)
+        cfg = command_config(config_path, overrides, flags).eval
         result = score(metric, predictions, references, cfg, hit_limit=hit_limit, sources=sources, seed=seed)
         if as_json:
             print_json(result)

@@ -4,50 +4,71 @@ from __future__ import annotations
 
 import codecs
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from delia.cli._common import MODEL_OPTION_HELP, console, print_json
-from delia.core.models import EMBEDDED
+from delia.cli._config import command_config, config_file_option, config_option, set_option
+
+if TYPE_CHECKING:
+    from delia.core.config import BackendConfig, RunConfig
+    from delia.generation import Backend
 
 THREADS_HELP = "torch CPU threads (default: torch's choice); 1 is fastest on a CPU shared with other jobs."
 BACKEND_HELP = "local (transformers, in-process), openai (any OpenAI-compatible server) or vllm (in-process)."
 
 
-def _set_threads(threads: int | None) -> None:
-    if threads is not None:
+def _generator(config: RunConfig, backend: BackendConfig) -> Backend:
+    """The configured backend on the configured model, with `train.threads` torch threads when set."""
+    from delia.generation import make_backend
+
+    if config.train.threads is not None:
         import torch
 
-        torch.set_num_threads(max(1, threads))
+        torch.set_num_threads(max(1, config.train.threads))
+    return make_backend(backend, config.model.name, device=config.model.device, dtype=config.model.dtype)
 
 
-def _backend_config(
-    kind: str,
+def _backend_flags(
+    section: str,
+    kind: str | None,
     base_url: str | None,
     api_key_env: str | None,
-    batch_size: int,
-    concurrency: int,
-    timeout: float,
-) -> Any:
-    from pydantic import ValidationError
+    batch_size: int | None,
+    concurrency: int | None,
+    timeout_s: float | None,
+) -> dict[str, Any]:
+    """The backend flags of `section` (sample or diversify) as its config keys."""
+    given = {
+        "kind": kind,
+        "base_url": base_url,
+        "api_key_env": api_key_env,
+        "batch_size": batch_size,
+        "concurrency": concurrency,
+        "timeout_s": timeout_s,
+    }
+    return {f"{section}.backend.{key}": value for key, value in given.items()}
 
-    from delia.core.config import BackendConfig
-    from delia.core.errors import ConfigError
 
-    try:
-        return BackendConfig(
-            kind=kind,
-            base_url=base_url,
-            api_key_env=api_key_env,
-            batch_size=batch_size,
-            concurrency=concurrency,
-            timeout_s=timeout,
-        )
-    except ValidationError as err:
-        first = err.errors()[0]
-        message = first["msg"].removeprefix("Value error, ")  # as config.build_config words it
-        raise ConfigError(f"backend.{'.'.join(str(p) for p in first['loc'])}", message) from None
+def _generator_flags(
+    section: str,
+    model: str | None,
+    device: str | None,
+    threads: int | None,
+    max_new_tokens: int | None,
+    temperature: float | None,
+    seed: int | None,
+) -> dict[str, Any]:
+    """The flags of the model that writes `section`'s text (sample or diversify) as their config keys."""
+    return {
+        "model.name": model,
+        "model.device": device,
+        "train.threads": threads,
+        f"{section}.sampling.max_new_tokens": max_new_tokens,
+        f"{section}.sampling.temperature": temperature,
+        f"{section}.sampling.seed": seed,
+    }
 
 
 def _print_axis_table(report: dict[str, Any]) -> None:
@@ -86,66 +107,81 @@ def register(app: typer.Typer) -> None:
     @synth_app.command("sample")
     def sample(
         out: Path = typer.Option(..., "--out", help="Output messages JSONL (source: diverse)."),
-        queries: str | None = typer.Option(
-            None,
+        queries: str | None = config_option(
+            "sample.queries",
             "--queries",
             help="Query file (alpaca / messages / prompt, .gz ok) or a datasets directory; "
             "omitted: built-in topics x task types.",
         ),
-        fmt: str = typer.Option(
-            "auto", "--format", help="Query file format: auto, messages, alpaca or prompt."
+        fmt: str | None = config_option(
+            "sample.queries_format", "--format", help="Query file format: auto, messages, alpaca or prompt."
         ),
-        limit: int | None = typer.Option(None, "--limit", help="Answer at most N queries (the first N)."),
-        model: str = typer.Option(EMBEDDED, "--model", help=MODEL_OPTION_HELP),
-        max_new_tokens: int = typer.Option(256, "--max-new-tokens"),
-        batch_size: int = typer.Option(
-            16, "--batch-size", help="Prompts per generate call (and per cache flush)."
+        limit: int | None = config_option(
+            "sample.limit", "--limit", help="Answer at most N queries (the first N)."
         ),
-        seed: int = typer.Option(0, "--seed"),
-        temperature: float = typer.Option(0.7, "--temperature"),
-        top_p: float = typer.Option(0.95, "--top-p"),
-        in_context: bool = typer.Option(
-            True,
+        model: str | None = config_option("model.name", "--model", help=MODEL_OPTION_HELP),
+        max_new_tokens: int | None = config_option("sample.sampling.max_new_tokens", "--max-new-tokens"),
+        batch_size: int | None = config_option(
+            "sample.backend.batch_size",
+            "--batch-size",
+            help="Prompts per generate call (and per cache flush).",
+        ),
+        seed: int | None = config_option("sample.sampling.seed", "--seed"),
+        temperature: float | None = config_option("sample.sampling.temperature", "--temperature"),
+        top_p: float | None = config_option("sample.sampling.top_p", "--top-p"),
+        in_context: bool | None = config_option(
+            "sample.in_context",
             "--in-context/--no-in-context",
             help="Put the query's reference answer in one in-context turn.",
         ),
-        backend: str = typer.Option("local", "--backend", help=BACKEND_HELP),
-        base_url: str | None = typer.Option(
-            None, "--base-url", help="openai backend: e.g. http://127.0.0.1:8000/v1"
+        backend: str | None = config_option("sample.backend.kind", "--backend", help=BACKEND_HELP),
+        base_url: str | None = config_option(
+            "sample.backend.base_url", "--base-url", help="openai backend: e.g. http://127.0.0.1:8000/v1"
         ),
-        api_key_env: str | None = typer.Option(
-            None, "--api-key-env", help="NAME of the env var holding the key."
+        api_key_env: str | None = config_option(
+            "sample.backend.api_key_env", "--api-key-env", help="NAME of the env var holding the key."
         ),
-        concurrency: int = typer.Option(4, "--concurrency", help="openai backend: requests in flight."),
-        timeout: float = typer.Option(120.0, "--timeout", help="openai backend: seconds per request."),
-        device: str = typer.Option("cpu", "--device", help="local backend: cpu, cuda, auto."),
-        threads: int | None = typer.Option(None, "--threads", help=THREADS_HELP),
+        concurrency: int | None = config_option(
+            "sample.backend.concurrency", "--concurrency", help="openai backend: requests in flight."
+        ),
+        timeout: float | None = config_option(
+            "sample.backend.timeout_s", "--timeout", help="openai backend: seconds per request."
+        ),
+        device: str | None = config_option(
+            "model.device", "--device", help="local backend: cpu, cuda, auto."
+        ),
+        threads: int | None = config_option("train.threads", "--threads", help=THREADS_HELP),
+        config_path: str | None = config_file_option(),
+        overrides: list[str] = set_option(),
     ) -> None:
         """Answer diverse queries with a model (resumable: rerun the same command after an interruption)."""
-        from delia.core.config import SampleConfig, SamplingConfig
         from delia.core.errors import DeliaError
-        from delia.generation import make_backend
         from delia.synth.sample import load_queries, manifest_path, sample_diverse
         from delia.synth.topics import builtin_queries
 
-        if queries is None and limit is None:
+        flags = {
+            **_generator_flags("diversify", model, device, threads, max_new_tokens, temperature, seed),
+            **_backend_flags("diversify", backend, base_url, api_key_env, batch_size, concurrency, timeout),
+            **_generator_flags("sample", model, device, threads, max_new_tokens, temperature, seed),
+            **_backend_flags("sample", backend, base_url, api_key_env, batch_size, concurrency, timeout),
+            "sample.queries": queries,
+            "sample.queries_format": fmt,
+            "sample.limit": limit,
+            "sample.in_context": in_context,
+            "sample.sampling.top_p": top_p,
+        }
+        config = command_config(config_path, overrides, flags)
+        cfg = config.sample
+        if cfg.queries is None and cfg.limit is None:
             raise DeliaError("without --queries, give --limit N: how many built-in queries to answer")
-        if queries is None:
-            query_examples = builtin_queries(limit or 0, seed)
+        if cfg.queries is None:
+            query_examples = builtin_queries(cfg.limit or 0, cfg.sampling.seed)
         else:
-            query_examples = load_queries(queries, fmt, limit)
+            query_examples = load_queries(cfg.queries, cfg.queries_format, cfg.limit)
         if not query_examples:
-            raise DeliaError(f"no queries to answer in {queries}")
-        backend_cfg = _backend_config(backend, base_url, api_key_env, batch_size, concurrency, timeout)
-        sampling = SamplingConfig(
-            temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed
-        )
-        cfg = SampleConfig(
-            queries=queries, limit=limit, in_context=in_context, backend=backend_cfg, sampling=sampling
-        )
-        _set_threads(threads)
-        engine = make_backend(backend_cfg, model, device=device, dtype="float32")
-        examples = sample_diverse(query_examples, engine, cfg, out, model)
+            raise DeliaError(f"no queries to answer in {cfg.queries}")
+        engine = _generator(config, cfg.backend)
+        examples = sample_diverse(query_examples, engine, cfg, out, config.model.name)
         console.print(f"wrote {len(examples)} examples to {out}; manifest {manifest_path(out)}")
 
     @synth_app.command("diversify")
@@ -154,22 +190,26 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(
             ..., "--out", help="Output JSONL: k rewrites per example (or the original)."
         ),
-        k: int = typer.Option(4, "--k", help="Rewrites per example."),
-        keep_token: list[str] = typer.Option(
-            ["<sep>"],
+        k: int | None = config_option("diversify.k", "--k", help="Rewrites per example."),
+        keep_token: list[str] | None = config_option(
+            "diversify.keep_tokens",
             "--keep-token",
             help="Token that must appear exactly as often as in the original (repeat).",
         ),
-        axes: str | None = typer.Option(None, "--axes", help="Comma-separated axes (default: all)."),
-        instruction_field: str | None = typer.Option(
-            None, "--instruction-field", help="Meta key of the instruction."
+        axes: str | None = config_option("diversify.axes", "--axes", help="Comma-separated axes."),
+        instruction_field: str | None = config_option(
+            "diversify.instruction_field", "--instruction-field", help="Meta key of the instruction."
         ),
-        separator: str = typer.Option(
-            "\\n\\n", "--separator", help="Instruction = text after the last separator (escapes allowed)."
+        separator: str | None = config_option(
+            "diversify.separator",
+            "--separator",
+            help="Instruction = text after the last separator (escapes allowed).",
         ),
-        regex: str | None = typer.Option(None, "--regex", help="Instruction = first group of this regex."),
-        min_similarity: float = typer.Option(
-            0.6, "--min-similarity", help="Embedding cosine needed to keep one."
+        regex: str | None = config_option(
+            "diversify.regex", "--regex", help="Instruction = first group of this regex."
+        ),
+        min_similarity: float | None = config_option(
+            "diversify.min_similarity", "--min-similarity", help="Embedding cosine needed to keep one."
         ),
         limit: int | None = typer.Option(None, "--limit", help="Only the first N task examples."),
         rounds: int = typer.Option(2, "--rounds", help="LLM attempts per rewrite before the rule fallback."),
@@ -177,42 +217,40 @@ def register(app: typer.Typer) -> None:
         rules: bool = typer.Option(
             True, "--rules/--no-rules", help="Rule-based fallback for failed rewrites."
         ),
-        model: str = typer.Option(EMBEDDED, "--model", help=MODEL_OPTION_HELP),
-        max_new_tokens: int = typer.Option(160, "--max-new-tokens"),
-        temperature: float = typer.Option(0.9, "--temperature"),
-        batch_size: int = typer.Option(16, "--batch-size"),
-        seed: int = typer.Option(0, "--seed"),
-        backend: str = typer.Option("local", "--backend", help=BACKEND_HELP),
-        base_url: str | None = typer.Option(None, "--base-url"),
-        api_key_env: str | None = typer.Option(None, "--api-key-env"),
-        concurrency: int = typer.Option(4, "--concurrency"),
-        timeout: float = typer.Option(120.0, "--timeout"),
-        device: str = typer.Option("cpu", "--device"),
-        threads: int | None = typer.Option(None, "--threads", help=THREADS_HELP),
+        model: str | None = config_option("model.name", "--model", help=MODEL_OPTION_HELP),
+        max_new_tokens: int | None = config_option("diversify.sampling.max_new_tokens", "--max-new-tokens"),
+        temperature: float | None = config_option("diversify.sampling.temperature", "--temperature"),
+        batch_size: int | None = config_option("diversify.backend.batch_size", "--batch-size"),
+        seed: int | None = config_option("diversify.sampling.seed", "--seed"),
+        backend: str | None = config_option("diversify.backend.kind", "--backend", help=BACKEND_HELP),
+        base_url: str | None = config_option("diversify.backend.base_url", "--base-url"),
+        api_key_env: str | None = config_option("diversify.backend.api_key_env", "--api-key-env"),
+        concurrency: int | None = config_option("diversify.backend.concurrency", "--concurrency"),
+        timeout: float | None = config_option("diversify.backend.timeout_s", "--timeout"),
+        device: str | None = config_option("model.device", "--device"),
+        threads: int | None = config_option("train.threads", "--threads", help=THREADS_HELP),
+        config_path: str | None = config_file_option(),
+        overrides: list[str] = set_option(),
         as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     ) -> None:
         """Rewrite each task instruction k ways along drawn axes, keeping required tokens and responses."""
-        from delia.core.config import DEFAULT_AXES, DiversifyConfig, SamplingConfig
         from delia.data import read_examples
-        from delia.generation import make_backend
         from delia.synth.diversify import diversify as run_diversify
         from delia.synth.diversify import report_path
 
+        flags = {
+            "diversify.k": k,
+            "diversify.keep_tokens": keep_token or None,
+            "diversify.axes": [a.strip() for a in axes.split(",") if a.strip()] if axes else None,
+            "diversify.instruction_field": instruction_field,
+            "diversify.separator": None if separator is None else codecs.decode(separator, "unicode_escape"),
+            "diversify.regex": regex,
+            "diversify.min_similarity": min_similarity,
+        }
+        config = command_config(config_path, overrides, flags)
+        cfg = config.diversify
         examples = read_examples(task)[:limit] if limit else read_examples(task)
-        backend_cfg = _backend_config(backend, base_url, api_key_env, batch_size, concurrency, timeout)
-        cfg = DiversifyConfig(
-            k=k,
-            axes=[a.strip() for a in axes.split(",") if a.strip()] if axes else list(DEFAULT_AXES),
-            keep_tokens=keep_token,
-            instruction_field=instruction_field,
-            separator=codecs.decode(separator, "unicode_escape"),
-            regex=regex,
-            min_similarity=min_similarity,
-            backend=backend_cfg,
-            sampling=SamplingConfig(temperature=temperature, max_new_tokens=max_new_tokens, seed=seed),
-        )
-        _set_threads(threads)
-        engine = make_backend(backend_cfg, model, device=device) if llm else None
+        engine = _generator(config, cfg.backend) if llm else None
         outputs, report = run_diversify(examples, engine, cfg, out, rounds=rounds, rule_fallback=rules)
         if as_json:
             print_json(report)

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from delia.cli._common import print_json, print_mapping
+from delia.cli._config import config_file_option, set_option
 
 
 def register(app: typer.Typer) -> None:
@@ -18,10 +19,8 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(
             ..., "--out", help="Output directory: adapter/, train_log.jsonl, checkpoints/."
         ),
-        config_path: str | None = typer.Option(
-            None, "--config", help="Run config YAML (defaults otherwise)."
-        ),
-        overrides: list[str] = typer.Option([], "--set", help="Override a config value: section.key=value."),
+        config_path: str | None = config_file_option(),
+        overrides: list[str] = set_option(),
         resume: bool = typer.Option(False, "--resume", help="Continue from the last checkpoint in --out."),
         eval_data: str | None = typer.Option(
             None, "--eval-data", help="Held-out task examples for eval loss."

@@ -2,6 +2,8 @@
 
 Every section forbids unknown keys, so a typo is an error naming the field instead of a silent default.
 `stage_hash` gives each pipeline stage a key from exactly the config sections it reads.
+A method's options are its own `Options` section (declared in its module, not here): a top-level key naming
+a registered method is validated as that method's Options, through the registry.
 """
 
 from __future__ import annotations
@@ -14,10 +16,24 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    PrivateAttr,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails
 
 from delia.core.errors import ConfigError
 from delia.core.models import EMBEDDED
+from delia.core.registry import METHODS
 
 
 class Section(BaseModel):
@@ -45,9 +61,9 @@ class BackendConfig(Section):
     model: str | None = None  # None: the model being tuned (the paper's self-sampling)
     base_url: str | None = None
     api_key_env: str | None = None  # the NAME of an environment variable, never the key itself
-    concurrency: int = 4
-    timeout_s: float = 120.0
-    batch_size: int = 16
+    concurrency: int = Field(4, ge=1)
+    timeout_s: float = Field(120.0, gt=0)
+    batch_size: int = Field(16, ge=1)
 
     @field_validator("api_key_env")
     @classmethod
@@ -70,9 +86,9 @@ class BackendConfig(Section):
 
 
 class SamplingConfig(Section):
-    temperature: float = 0.7
-    top_p: float = 0.95
-    max_new_tokens: int = 256
+    temperature: float = Field(0.7, ge=0)
+    top_p: float = Field(0.95, gt=0, le=1)
+    max_new_tokens: int = Field(256, ge=1)
     seed: int = 0
 
 
@@ -101,13 +117,13 @@ DEFAULT_AXES = [
 
 class DiversifyConfig(Section):
     enabled: bool = True
-    k: int = 4  # rewrites per task example
+    k: int = Field(4, ge=1)  # rewrites per task example
     axes: list[str] = Field(default_factory=lambda: list(DEFAULT_AXES))
     keep_tokens: list[str] = Field(default_factory=lambda: ["<sep>"])
     instruction_field: str | None = None  # meta key holding the instruction part
     separator: str | None = "\n\n"  # the instruction is the text after the last separator...
     regex: str | None = None  # ...or the first group of this regex
-    min_similarity: float = 0.6
+    min_similarity: float = Field(0.6, ge=0, le=1)
     backend: BackendConfig = Field(default_factory=BackendConfig)
     sampling: SamplingConfig = Field(
         default_factory=lambda: SamplingConfig(temperature=0.9, max_new_tokens=160)
@@ -136,33 +152,35 @@ class MixConfig(Section):
 
 
 class LoraConfig(Section):
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
+    r: int = Field(16, ge=1)
+    alpha: int = Field(32, gt=0)
+    dropout: float = Field(0.05, ge=0, lt=1)
     target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
 
 
 class TrainConfig(Section):
-    lr: float = 2e-4
-    epochs: float = 1.0
-    batch_size: int | None = None  # None: the paper's 64, or 16 below 256 training examples
-    micro_batch_size: int = 8  # gradient accumulation reaches batch_size
-    max_length: int = 1024
-    max_steps: int | None = None  # overrides epochs (common_it_matched sets it)
-    warmup_ratio: float = 0.03
+    lr: float = Field(2e-4, gt=0)
+    epochs: float = Field(1.0, gt=0)  # a float: 0.5 trains on half the examples once
+    # None: the paper's 64, or 16 below 256 training examples. Not required to be a multiple of
+    # micro_batch_size: the trainer weights a short last micro-batch by its label tokens.
+    batch_size: int | None = Field(None, ge=1)
+    micro_batch_size: int = Field(8, ge=1)  # gradient accumulation reaches batch_size
+    max_length: int = Field(1024, ge=1)
+    max_steps: int | None = Field(None, ge=1)  # overrides epochs (common_it_matched sets it)
+    warmup_ratio: float = Field(0.03, ge=0, le=1)
     scheduler: Literal["linear", "cosine", "constant"] = "linear"
-    weight_decay: float = 0.0
-    max_grad_norm: float | None = 1.0  # clip like transformers' Trainer; None: no clipping
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float | None = Field(1.0, gt=0)  # clip like transformers' Trainer; None: no clipping
     autocast: Literal["auto", "bf16", "none"] = "auto"
     group_by_length: bool = True
     packing: bool = True  # each micro-batch as one padding-free row, attention kept per sequence
     compile: bool = False  # torch.compile the decoder layers: faster steps after a one-off compile
     seed: int = 0
-    checkpoint_every: int = 0  # optimizer steps; 0: only at the end
-    eval_every: int = 0  # held-out task loss every N steps; 0: never
-    eval_examples: int = 16
+    checkpoint_every: int = Field(0, ge=0)  # optimizer steps; 0: only at the end
+    eval_every: int = Field(0, ge=0)  # held-out task loss every N steps; 0: never
+    eval_examples: int = Field(16, ge=0)
     tensorboard: bool = False
-    threads: int | None = None
+    threads: int | None = Field(None, ge=1)
 
 
 class EvalConfig(Section):
@@ -174,54 +192,12 @@ class EvalConfig(Section):
     metric: Literal["json_format", "translation", "exact"] = "json_format"
     keys: list[str] = Field(default_factory=lambda: ["thought", "hallucination"])
     label_key: str | None = "hallucination"
-    max_new_tokens: int = 256
-    batch_size: int = 16
+    max_new_tokens: int = Field(256, ge=1)
+    batch_size: int = Field(16, ge=1)
     do_sample: bool = False
-    bootstrap: int = 1000
+    bootstrap: int = Field(1000, ge=0)
     bleurt_checkpoint: str | None = None  # a local BLEURT checkpoint: translation also reports BLEURT
     comet_checkpoint: str | None = None  # a local COMET checkpoint: translation also reports COMET
-
-
-class DeliaOptions(Section):
-    diverse: bool = True  # w/o extensively diverse data when False (Table 4)
-    diversify: bool = True  # w/o diversified downstream data when False
-
-
-class TellOptions(Section):
-    anchor: str | None = None  # None: a self-generated anchor string
-
-
-class IclOptions(Section):
-    k: int = 3
-
-
-class FactOptions(Section):
-    description: str | None = None
-    n_facts: int = 8
-    qa_per_fact: int = 2
-
-
-class CtgOptions(Section):
-    description: str | None = None
-    weight: float = 1.0
-
-
-class TkiOptions(Section):
-    lta: bool = True
-    kr: bool = True
-    groups: int = 16
-    latents: int = 12
-    top_k: int = 2
-    encoder: str = "all-MiniLM-L6-v2"
-    alpha: float = 1.0
-    kr_steps: int = 20
-    kr_lr: float = 1e-2
-    kr_distance_weight: float = 0.1
-    rank: int = 4  # rank of each latent increment (groups * latents of them per target linear)
-    weighting: Literal["cosine", "softmax"] = "cosine"  # D_j: clamped cosine, or softmax(cos / temperature)
-    temperature: float = 0.05
-    inference_groups: Literal["all", "best"] = "best"  # unseen inputs: the best key's group, or all averaged
-    pcgrad: bool = True  # resolve conflicts between the task loss and the KR objective (False: plain sum)
 
 
 class RunConfig(Section):
@@ -238,27 +214,71 @@ class RunConfig(Section):
     lora: LoraConfig = Field(default_factory=LoraConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
-    delia: DeliaOptions = Field(default_factory=DeliaOptions)
-    tell: TellOptions = Field(default_factory=TellOptions)
-    icl: IclOptions = Field(default_factory=IclOptions)
-    fact_based: FactOptions = Field(default_factory=FactOptions)
-    ctg: CtgOptions = Field(default_factory=CtgOptions)
-    tki: TkiOptions = Field(default_factory=TkiOptions)
     matched_to: str | None = None  # common_it_matched: the run directory whose optimizer steps to match
+    # Each registered method's Options (`<method>:` in YAML), validated with the rest; read with options().
+    _method_options: dict[str, Section] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _validate_method_options(cls, data: Any, handler: ModelWrapValidatorHandler[RunConfig]) -> RunConfig:
+        if not isinstance(data, dict):
+            return handler(data)
+        models = method_option_models()
+        config = handler({key: value for key, value in data.items() if key not in models})
+        config._method_options = {
+            name: _validated_options(name, model, data.get(name, {})) for name, model in models.items()
+        }
+        return config
+
+    @model_serializer(mode="wrap")
+    def _dump_with_method_options(
+        self, handler: SerializerFunctionWrapHandler, info: SerializationInfo
+    ) -> dict[str, Any]:
+        dumped = handler(self)
+        options = {name: value.model_dump(mode=info.mode) for name, value in self._method_options.items()}
+        return {**dumped, **options}
+
+    def options(self, name: str) -> Section:
+        """The validated options of the method `name` (its defaults where the config gives none)."""
+        if name not in self._method_options:
+            raise ConfigError(name, "no registered method has options under this name")
+        return self._method_options[name]
 
     def stage_hash(self, *sections: str, upstream: tuple[str, ...] = ()) -> str:
         """A short key for a stage: the named sections' values plus the hashes of the stages it reads."""
-        payload = {name: _dump(getattr(self, name)) for name in sections}
+        payload = {name: self._section_value(name) for name in sections}
         payload["_upstream"] = list(upstream)
         blob = json.dumps(payload, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    def _section_value(self, name: str) -> Any:
+        section = self._method_options[name] if name in self._method_options else getattr(self, name)
+        return section.model_dump(mode="json") if isinstance(section, BaseModel) else section
+
+    def method_sections(self) -> tuple[str, ...]:
+        """The current method's own option section (e.g. `tki`), when it has one: stages that run the
+        method's code (train hooks, eval) hash it."""
+        return (self.method,) if self.method in self._method_options else ()
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
-def _dump(value: Any) -> Any:
-    return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+def method_option_models() -> dict[str, type[Section]]:
+    """Method name -> its Options model, for every registered method that declares one."""
+    return {name: method.Options for name, method in METHODS.items() if method.Options is not None}
+
+
+def _validated_options(name: str, model: type[Section], value: Any) -> Section:
+    """`value` as the method's Options; a problem is raised located under the method's key (`tki.groups`)."""
+    try:
+        return model.model_validate(value)
+    except ValidationError as err:
+        located = [
+            InitErrorDetails(type=e["type"], loc=(name, *e["loc"]), input=e["input"], ctx=e.get("ctx", {}))
+            for e in err.errors()
+        ]
+        raise ValidationError.from_exception_data(RunConfig.__name__, located) from None
 
 
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:

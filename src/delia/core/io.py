@@ -80,15 +80,22 @@ def swap_into_place(partial: Path, final: Path) -> None:
 
 
 @contextmanager
-def atomic_dir(target: str | Path) -> Iterator[Path]:
+def atomic_dir(target: str | Path, *, keep_existing: bool = False) -> Iterator[Path]:
     """Yield a fresh temp directory beside `target`; when the block succeeds it is swapped into place,
-    when it raises it is removed and `target` is left as it was."""
+    when it raises it is removed and `target` is left as it was.
+
+    `keep_existing`: a `target` that another process finished meanwhile wins and the new copy is dropped,
+    so a cache that others may be reading (the dequantised model) is never swapped under them.
+    """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp."))
     try:
         yield tmp
-        swap_into_place(tmp, target)
+        if keep_existing and target.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            swap_into_place(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

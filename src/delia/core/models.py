@@ -15,17 +15,17 @@ import hashlib
 import importlib.metadata
 import inspect
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from delia.core.errors import DeliaError
+from delia.core.io import atomic_dir
 
 if TYPE_CHECKING:
     import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 # torch is imported inside the functions that use it: `delia.core.config` imports EMBEDDED from here, and
 # commands that never touch a model (mix, score, --help) should not pay torch's import (seconds on 2 cores).
 
@@ -60,7 +60,7 @@ def _gguf_cache_dir(gguf: Path) -> Path:
 
 
 def _dequantise(gguf: Path, target: Path) -> None:
-    """GGUF -> safetensors directory, written to a temp dir then renamed so a crash leaves no half cache."""
+    """GGUF -> safetensors directory, built in a temp dir and swapped in: a crash leaves no half cache."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -76,18 +76,9 @@ def _dequantise(gguf: Path, target: Path) -> None:
     fresh.load_state_dict(gguf_model.state_dict(), strict=False)
     if getattr(config, "tie_word_embeddings", False):
         fresh.tie_weights()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
-    try:
+    with atomic_dir(target, keep_existing=True) as tmp:
         fresh.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        if target.exists():
-            shutil.rmtree(tmp)
-            return
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def resolve_model_dir(spec: str) -> str:
@@ -153,7 +144,7 @@ def pick_dtype(dtype: str, device: str) -> torch.dtype:
         raise DeliaError(f"unknown dtype {dtype!r}; choose auto, float32, bfloat16 or float16") from None
 
 
-def load_tokenizer(spec: str = EMBEDDED, trust_remote_code: bool = False) -> Any:
+def load_tokenizer(spec: str = EMBEDDED, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
     from transformers import AutoTokenizer
 
     path = resolve_model_dir(spec)
@@ -166,7 +157,7 @@ def load_tokenizer(spec: str = EMBEDDED, trust_remote_code: bool = False) -> Any
 
 def load_model(
     spec: str = EMBEDDED, device: str = "cpu", dtype: str = "float32", trust_remote_code: bool = False
-) -> Any:
+) -> PreTrainedModel:
     from transformers import AutoModelForCausalLM
 
     device = pick_device(device)
@@ -210,7 +201,7 @@ def model_info(spec: str = EMBEDDED) -> dict[str, Any]:
     }
 
 
-def cache_argument(model: Any) -> str:
+def cache_argument(model: PreTrainedModel) -> str:
     """The forward() keyword for a KV cache: `cache` since transformers 5.24, `past_key_values` before."""
     inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     return "cache" if "cache" in inspect.signature(inner.forward).parameters else "past_key_values"
@@ -230,7 +221,7 @@ def cpu_supports_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def autocast(device: str, mode: str = "auto") -> Any:
+def autocast(device: str, mode: str = "auto") -> contextlib.AbstractContextManager[Any]:
     """bf16 autocast where it helps ("auto"), forced ("bf16"), or off ("none")."""
     import torch
 

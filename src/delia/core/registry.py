@@ -45,7 +45,9 @@ class Registry(Generic[T]):
             return
         self._discovered = True
         package = importlib.import_module(self.package)
-        for info in pkgutil.walk_packages(getattr(package, "__path__", []), prefix=f"{self.package}."):
+        # Top-level modules and packages only: a plug-in package (methods/tki/) registers in its __init__, and
+        # walking into it would import its torch-heavy submodules whenever a config is loaded.
+        for info in pkgutil.iter_modules(getattr(package, "__path__", []), prefix=f"{self.package}."):
             if not info.name.rsplit(".", 1)[-1].startswith("_"):
                 importlib.import_module(info.name)
 

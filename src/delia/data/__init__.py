@@ -1,7 +1,5 @@
-"""Example records, readers for each input format, and crash-safe writers."""
+"""Readers for each input format and crash-safe JSONL writers (the Example record itself is delia.core)."""
 
-from delia.core.example import Example, content_id
-from delia.core.io import write_json
 from delia.data.io import (
     FORMATS,
     AppendLog,
@@ -15,12 +13,9 @@ from delia.data.io import (
 __all__ = [
     "FORMATS",
     "AppendLog",
-    "Example",
-    "content_id",
     "detect_format",
     "iter_json_records",
     "read_examples",
     "read_examples_with_format",
-    "write_json",
     "write_jsonl",
 ]

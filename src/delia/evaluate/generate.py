@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from delia.core.config import EvalConfig, SamplingConfig
 from delia.core.errors import DeliaError
@@ -12,6 +12,9 @@ from delia.core.example import Example
 from delia.core.io import write_json
 from delia.data.io import write_jsonl
 from delia.evaluate.metrics import score
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 PREDICTIONS_FILE = "predictions.jsonl"
 METRICS_FILE = "metrics.json"
@@ -29,8 +32,8 @@ def _source_text(example: Example) -> str:
 
 
 def evaluate_model(
-    model: Any,
-    tokenizer: Any,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
     examples: list[Example],
     cfg: EvalConfig,
     out_dir: Path,
@@ -42,7 +45,7 @@ def evaluate_model(
     """Answer every example (the first cfg.limit), score against example.response, write
     predictions.jsonl and metrics.json into out_dir, and return the metrics. generation_options: a method
     plan's, e.g. {"logits_processor_factory": (model, tokenizer) -> LogitsProcessorList} (CTG)."""
-    from delia.generation.local import LocalBackend
+    from delia.generation.local import LocalBackend  # imports torch: `delia score` loads this package
 
     chosen = examples[: cfg.limit] if cfg.limit is not None else list(examples)
     if not chosen:

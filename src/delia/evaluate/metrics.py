@@ -10,26 +10,41 @@ from __future__ import annotations
 import unicodedata
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from delia.core.config import EvalConfig
 from delia.core.errors import DeliaError
+from delia.core.registry import METRICS
 from delia.evaluate.bootstrap import figure
 from delia.evaluate.jsonfmt import judge_answer, normalise_label, reference_label
 from delia.evaluate.translation import corpus_figures, learned_figures
 
-METRICS = ("json_format", "translation", "exact")
+
+@dataclass(frozen=True)
+class Scoring:
+    """One `score` call's inputs: each metric registered in METRICS takes this and returns
+    {"values", "details", "per_example"}, using the optional inputs it has a use for."""
+
+    predictions: Sequence[str]
+    references: Sequence[str | None] | None
+    cfg: EvalConfig
+    hit_limit: Sequence[bool] | None
+    sources: Sequence[str] | None
+    seed: int
+
+    def required_references(self, metric: str) -> list[str]:
+        if self.references is None or any(r is None for r in self.references):
+            raise DeliaError(f"metric {metric!r} needs a reference for every prediction")
+        return [str(r) for r in self.references]
 
 
-def json_format(
-    predictions: Sequence[str],
-    references: Sequence[str | None] | None,
-    cfg: EvalConfig,
-    hit_limit: Sequence[bool] | None = None,
-    seed: int = 0,
-) -> dict[str, Any]:
+@METRICS.register("json_format")
+def json_format(scoring: Scoring) -> dict[str, Any]:
     """Format accuracy, strict-JSON rate, label accuracy (where references carry a label), unclosed and
     truncated answers."""
+    predictions, references, cfg = scoring.predictions, scoring.references, scoring.cfg
+    hit_limit, seed = scoring.hit_limit, scoring.seed
     refs = list(references) if references is not None else [None] * len(predictions)
     per_example: list[dict[str, Any]] = []
     for index, (prediction, reference) in enumerate(zip(predictions, refs, strict=True)):
@@ -75,39 +90,35 @@ def normalise_text(text: str) -> str:
     return folded.strip(" .!?\"'")
 
 
-def exact(
-    predictions: Sequence[str], references: Sequence[str], cfg: EvalConfig, seed: int = 0
-) -> dict[str, Any]:
+@METRICS.register("exact")
+def exact(scoring: Scoring) -> dict[str, Any]:
     per_example = [
         {"exact": int(normalise_text(p) == normalise_text(r))}
-        for p, r in zip(predictions, references, strict=True)
+        for p, r in zip(scoring.predictions, scoring.required_references("exact"), strict=True)
     ]
-    values = {"exact": figure([r["exact"] for r in per_example], cfg.bootstrap, seed)}
+    values = {"exact": figure([r["exact"] for r in per_example], scoring.cfg.bootstrap, scoring.seed)}
     return {"values": values, "details": {}, "per_example": per_example}
 
 
-def translation(
-    predictions: Sequence[str],
-    references: Sequence[str],
-    cfg: EvalConfig,
-    sources: Sequence[str] | None = None,
-    seed: int = 0,
-) -> dict[str, Any]:
+@METRICS.register("translation")
+def translation(scoring: Scoring) -> dict[str, Any]:
+    predictions, references = scoring.predictions, scoring.required_references("translation")
+    cfg, seed = scoring.cfg, scoring.seed
     values, signatures, per_example = corpus_figures(predictions, references, cfg.bootstrap, seed)
     learned, per_metric = learned_figures(
-        predictions, references, sources, cfg.bleurt_checkpoint, cfg.comet_checkpoint, cfg.bootstrap, seed
+        predictions,
+        references,
+        scoring.sources,
+        cfg.bleurt_checkpoint,
+        cfg.comet_checkpoint,
+        cfg.bootstrap,
+        seed,
     )
     values.update(learned)
     for name, scores in per_metric.items():
         for row, value in zip(per_example, scores, strict=True):
             row[name] = value
     return {"values": values, "details": {"signatures": signatures}, "per_example": per_example}
-
-
-def _require_references(metric: str, references: Sequence[str | None] | None) -> list[str]:
-    if references is None or any(r is None for r in references):
-        raise DeliaError(f"metric {metric!r} needs a reference for every prediction")
-    return [str(r) for r in references]
 
 
 def score(
@@ -127,14 +138,9 @@ def score(
     for name, other in (("references", references), ("hit_limit", hit_limit), ("sources", sources)):
         if other is not None and len(other) != len(predictions):
             raise DeliaError(f"{len(predictions)} predictions but {len(other)} {name}")
-    if metric == "json_format":
-        result = json_format(predictions, references, cfg, hit_limit, seed)
-    elif metric == "exact":
-        result = exact(predictions, _require_references(metric, references), cfg, seed)
-    elif metric == "translation":
-        result = translation(predictions, _require_references(metric, references), cfg, sources, seed)
-    else:
-        raise DeliaError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
+    if metric not in METRICS:  # `delia score METRIC` names it as an argument, not as config eval.metric
+        raise DeliaError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS.names())}")
+    result = METRICS.get(metric)(Scoring(predictions, references, cfg, hit_limit, sources, seed))
     if hit_limit is not None and metric != "json_format":
         # Without a closing brace to look for, an answer that used up its token budget counts as truncated.
         for row, hit in zip(result["per_example"], hit_limit, strict=True):

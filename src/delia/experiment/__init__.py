@@ -2,8 +2,9 @@
 95% CIs over seeds, the paper's tables and plots, and a search for the best diverse ratio.
 
   spec.py          the experiment YAML            grid.py     cells and their run configs
+  records.py       typed cell.json, results.json, probes/summary.json, search.json, recheck.json
   runner.py        resumable execution            results.py  results.json (cells + summary)
-  probes.py        probes on the headline slice   report.py   report.md / report.html
+  probes.py        probes on the headline slice   report/     report.md / report.html (tables, plots)
   search.py        golden-section search          ratio_search.py  the search as runs
 See docs/experiments.md.
 """
@@ -11,9 +12,12 @@ See docs/experiments.md.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-from delia.experiment.grid import Cell, Expansion, expand
+from delia.experiment.grid import Expansion, expand
+from delia.experiment.probes import run_probes
+from delia.experiment.records import Cell, ExperimentResults
+from delia.experiment.results import write_results
+from delia.experiment.runner import run_grid
 from delia.experiment.spec import ExperimentSpec, load_experiment
 
 
@@ -25,12 +29,9 @@ def run_experiment(
     command: str | None = None,
     quiet: bool = False,
     run_cells: bool = True,
-) -> dict[str, Any]:
+) -> ExperimentResults:
     """Run every unfinished cell (none with run_cells=False: a grid cut short is written up as it stands),
     then results.json, the probes and the report; returns the results."""
-    from delia.experiment.results import write_results
-    from delia.experiment.runner import run_grid
-
     expansion = expand(spec)
     if run_cells:
         run_grid(
@@ -38,14 +39,20 @@ def run_experiment(
         )
     results = write_results(spec, expansion, command)
     if probes:
-        from delia.experiment.probes import run_probes
-
         run_probes(spec, expansion.cells)
     if report:
-        from delia.experiment.report import write_report
+        from delia.experiment.report import write_report  # pulls in matplotlib
 
         write_report(Path(spec.out))
     return results
 
 
-__all__ = ["Cell", "Expansion", "ExperimentSpec", "expand", "load_experiment", "run_experiment"]
+__all__ = [
+    "Cell",
+    "Expansion",
+    "ExperimentResults",
+    "ExperimentSpec",
+    "expand",
+    "load_experiment",
+    "run_experiment",
+]

@@ -10,51 +10,25 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from delia.core.config import RunConfig, build_config, deep_merge, parse_overrides
 from delia.core.errors import ConfigError
+from delia.experiment.records import Cell, SkippedCell
 from delia.experiment.spec import ExperimentSpec, MethodEntry, base_data
+from delia.methods import get_method
+from delia.pipeline import load_task_examples
 
-# Two ratios a ratio-reading plan turns into different effective ratios.
-PROBE_RATIOS = (1.0, 3.0)
-
-
-@dataclass(frozen=True)
-class Cell:
-    method: str  # the entry's label
-    base_method: str  # the registry name
-    task_size: int | None
-    ratio: float | None  # None: the method ignores the ratio
-    seed: int
-    variant: str | None = None
-    match: str | None = None  # the name of the cell whose optimizer steps this one matches
-
-    @property
-    def name(self) -> str:
-        parts = [self.variant, slug(self.method), f"n{'all' if self.task_size is None else self.task_size}"]
-        if self.ratio is not None:
-            parts.append(f"r{self.ratio:g}")
-        parts.append(f"s{self.seed}")
-        return "__".join(p for p in parts if p)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "name": self.name}
+# The ratio the probe plan is built at: a plan that reads the ratio passes it through.
+PROBE_RATIO = 3.0
 
 
 @dataclass
 class Expansion:
     cells: list[Cell]
-    skipped: list[dict[str, Any]] = field(default_factory=list)  # cell name + reason
-
-
-def slug(label: str) -> str:
-    """A file-name-safe form of a label ("w/o diverse" -> "wo-diverse")."""
-    text = label.replace("w/o", "wo").replace("/", "-")
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "method"
+    skipped: list[SkippedCell] = field(default_factory=list)
 
 
 def config_data(spec: ExperimentSpec, variant: str | None, entry: MethodEntry) -> dict[str, Any]:
@@ -92,37 +66,24 @@ def config_hash(config: RunConfig) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def effective_ratio(config: RunConfig, task: list[Any]) -> tuple[bool, float]:
-    from delia.methods import get_method
-
-    plan = get_method(config.method).plan(config, task)
-    return plan.use_diverse, plan.ratio if plan.use_diverse else 0.0
-
-
 def reads_ratio(spec: ExperimentSpec, entry: MethodEntry, variant: str | None) -> bool:
-    """Whether the entry's plan changes with mix.ratio (tried at two ratios on the real task data)."""
+    """Whether the entry's plan uses mix.ratio: one plan on the real task data, at a probe ratio, mixes
+    diverse data at exactly that ratio."""
     if entry.ratio_free is not None:
         return not entry.ratio_free
-    from delia.pipeline import load_task_examples
-
     data = config_data(spec, variant, entry)
     data.setdefault("task", {})["size"] = min((s for s in spec.grid.task_sizes if s), default=None)
     data["matched_to"] = "probe"  # common_it_matched's plan needs a name; no run is read
-    probes = []
-    for ratio in PROBE_RATIOS:
-        config = build_config(deep_merge(data, {"mix": {"ratio": ratio}}), f"method {entry.name}")
-        task = load_task_examples(config)
-        probes.append(effective_ratio(config, task))
-    return probes[0] != probes[1]
+    config = build_config(deep_merge(data, {"mix": {"ratio": PROBE_RATIO}}), f"method {entry.name}")
+    plan = get_method(config.method).plan(config, load_task_examples(config))
+    return plan.use_diverse and plan.ratio == PROBE_RATIO
 
 
 def ratio_rejection(spec: ExperimentSpec, cell: Cell, entry: MethodEntry) -> str | None:
     """The reason the method's plan refuses this cell's ratio, or None."""
-    from delia.pipeline import load_task_examples
-
     config = cell_config(spec, cell, entry)
     try:
-        effective_ratio(config, load_task_examples(config))
+        get_method(config.method).plan(config, load_task_examples(config))
     except ConfigError as err:
         return str(err)
     return None
@@ -139,7 +100,7 @@ def expand(spec: ExperimentSpec) -> Expansion:
             order[entry.name] = max(order[entry.name], order[entry.match] + 0.5)
     uses_ratio = {variant: ratio_use(spec, variant) for variant in variants}
     cells: list[Cell] = []
-    skipped: list[dict[str, Any]] = []
+    skipped: list[SkippedCell] = []
     for seed in spec.grid.seeds:
         for variant in variants:
             for size in spec.grid.task_sizes:
@@ -149,7 +110,9 @@ def expand(spec: ExperimentSpec) -> Expansion:
                         cell = make_cell(spec, entry, variant, size, ratio, seed)
                         reason = ratio_rejection(spec, cell, entry) if ratio is not None else None
                         if reason is not None or (cell.match and cell.match in skipped_names(skipped)):
-                            skipped.append({"name": cell.name, "reason": reason or f"{cell.match} skipped"})
+                            skipped.append(
+                                SkippedCell(name=cell.name, reason=reason or f"{cell.match} skipped")
+                            )
                         else:
                             cells.append(cell)
     return Expansion(cells, skipped)
@@ -164,8 +127,8 @@ def ratio_use(spec: ExperimentSpec, variant: str | None) -> dict[str, bool]:
     return uses
 
 
-def skipped_names(skipped: list[dict[str, Any]]) -> set[str]:
-    return {item["name"] for item in skipped}
+def skipped_names(skipped: list[SkippedCell]) -> set[str]:
+    return {item.name for item in skipped}
 
 
 def make_cell(

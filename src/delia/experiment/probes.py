@@ -18,12 +18,16 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from delia.core.io import write_json
+from delia.core.example import Example
+from delia.core.io import read_json
 from delia.data.io import read_examples
-from delia.experiment.grid import Cell, cell_config, cell_dir, slug
+from delia.experiment.grid import cell_config, cell_dir
+from delia.experiment.records import Cell, ProbeRow, ProbesSummary, slug, write_record
 from delia.experiment.results import t_interval
 from delia.experiment.runner import read_cell_record
 from delia.experiment.spec import ExperimentSpec
+from delia.methods import get_method
+from delia.probe.loading import ProbeTarget
 
 PROBES_DIR = "probes"
 DIVERGENT_STATS = ("entropy", "tokens_at_mass", "p_brace")
@@ -37,12 +41,12 @@ def headline_slice(spec: ExperimentSpec, cells: list[Cell]) -> tuple[int | None,
     return size, ratio
 
 
-def probed_variant(cells: list[Cell]) -> Any:
+def probed_variant(cells: list[Cell]) -> str | None:
     """Probes look at one variant: the grid's first (None in a grid without variants)."""
     return cells[0].variant if cells else None
 
 
-def in_slice(cell: Cell, size: int | None, ratio: float | None, variant: Any) -> bool:
+def in_slice(cell: Cell, size: int | None, ratio: float | None, variant: str | None) -> bool:
     return cell.task_size == size and cell.ratio in (None, ratio) and cell.variant == variant
 
 
@@ -87,8 +91,8 @@ def model_spec_of(spec: ExperimentSpec, cell: Cell) -> str:
 
 
 def run_repr(spec: ExperimentSpec, cells: list[Cell], out_dir: Path) -> dict[str, Any] | None:
-    from delia.probe.loading import ProbeTarget
-    from delia.probe.repr import run_repr_probe
+    """repr.json of the base model and every trained cell (the probe's own free-form layout)."""
+    from delia.probe.repr import run_repr_probe  # pulls in torch
 
     trained = [c for c in cells if has_adapter(spec, c)]
     if not trained:
@@ -104,18 +108,17 @@ def run_repr(spec: ExperimentSpec, cells: list[Cell], out_dir: Path) -> dict[str
             targets, out_dir, spec.probes.token, spec.probes.keywords, None, False, spec.probes.device
         )
         mark_done(out_dir, key)
-    return json.loads((out_dir / "repr.json").read_text())
+    return read_json(out_dir / "repr.json")
 
 
 def _stamps(spec: ExperimentSpec, cells: list[Cell]) -> list[str | None]:
     """Finish times of the cells: a retrained cell invalidates its probe."""
-    return [(read_cell_record(cell_dir(spec, c)) or {}).get("finished_at") for c in cells]
+    records = [read_cell_record(cell_dir(spec, c)) for c in cells]
+    return [None if record is None else record.finished_at for record in records]
 
 
-def method_prompts(spec: ExperimentSpec, cell: Cell, limit: int) -> list[Any]:
+def method_prompts(spec: ExperimentSpec, cell: Cell, limit: int) -> list[Example]:
     """The cell's evaluation prompts as its method saw them (plan's eval transform applied)."""
-    from delia.methods import get_method
-
     run_dir = cell_dir(spec, cell)
     config = cell_config(spec, cell, spec.entry(cell.method))
     evals = read_examples(run_dir / "task" / "eval.jsonl")
@@ -127,8 +130,7 @@ def method_prompts(spec: ExperimentSpec, cell: Cell, limit: int) -> list[Any]:
 
 def run_divergent(spec: ExperimentSpec, cells: list[Cell], out_dir: Path) -> list[dict[str, Any]]:
     """One divergent probe per method (its seeds together), plus the base model on plain prompts."""
-    from delia.probe.divergent import run_divergent_probe
-    from delia.probe.loading import ProbeTarget
+    from delia.probe.divergent import run_divergent_probe  # pulls in torch
 
     results = []
     groups: dict[str, list[Cell]] = {}
@@ -158,13 +160,13 @@ def run_divergent(spec: ExperimentSpec, cells: list[Cell], out_dir: Path) -> lis
         if not up_to_date(job_dir, key):
             run_divergent_probe(targets, prompts, job_dir, device=spec.probes.device)
             mark_done(job_dir, key)
-        data = json.loads((job_dir / "divergent.json").read_text())
+        data = read_json(job_dir / "divergent.json")
         results.extend({**result, "method": label} for result in data["results"])
     return results
 
 
 def run_losscurves(spec: ExperimentSpec, cells: list[Cell], all_cells: list[Cell], out_dir: Path) -> bool:
-    from delia.probe.losscurve import run_losscurve_probe
+    from delia.probe.losscurve import run_losscurve_probe  # pulls in matplotlib
 
     if not cells:
         return False
@@ -190,11 +192,11 @@ def run_losscurves(spec: ExperimentSpec, cells: list[Cell], all_cells: list[Cell
     return True
 
 
-def aggregate_repr(data: dict[str, Any] | None, keywords: list[str]) -> list[dict[str, Any]]:
+def aggregate_repr(data: dict[str, Any] | None, keywords: list[str]) -> list[ProbeRow]:
     """Per method, keyword and landmark block: mean L2 over seeds with a t-interval."""
     if data is None:
         return []
-    from delia.probe.repr import landmark_blocks
+    from delia.probe.repr import landmark_blocks  # pulls in torch
 
     per_method: dict[str, list[dict[str, Any]]] = {}
     for result in data["results"]:
@@ -204,27 +206,24 @@ def aggregate_repr(data: dict[str, Any] | None, keywords: list[str]) -> list[dic
         applicable = [r for r in results if r["applicable"]]
         for keyword in keywords:
             if not applicable:
+                reason = results[0]["reason"]
                 rows.append(
-                    {
-                        "method": method,
-                        "keyword": keyword,
-                        "applicable": False,
-                        "reason": results[0]["reason"],
-                        "n_seeds": len(results),
-                    }
+                    ProbeRow(
+                        method=method, keyword=keyword, applicable=False, reason=reason, n_seeds=len(results)
+                    )
                 )
                 continue
             for where, block in landmark_blocks(applicable[0]["n_blocks"]).items():
                 values = [r["keywords"][keyword]["l2_mean"][block] for r in applicable]
                 rows.append(
-                    {
-                        "method": method,
-                        "keyword": keyword,
-                        "applicable": True,
-                        "where": where,
-                        "block": block,
+                    ProbeRow(
+                        method=method,
+                        keyword=keyword,
+                        applicable=True,
+                        where=where,
+                        block=block,
                         **mean_ci(values),
-                    }
+                    )
                 )
     return rows
 
@@ -240,7 +239,8 @@ def repr_curves(data: dict[str, Any] | None, keyword: str) -> dict[str, list[flo
     return {m: [statistics.fmean(col) for col in zip(*cs, strict=True)] for m, cs in curves.items()}
 
 
-def aggregate_divergent(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def aggregate_divergent(results: list[dict[str, Any]]) -> list[ProbeRow]:
+    """Per method and statistic: the mean over seeds of the per-prompt means."""
     per_method: dict[str, list[dict[str, Any]]] = {}
     for result in results:
         per_method.setdefault(result["method"], []).append(result)
@@ -249,13 +249,13 @@ def aggregate_divergent(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for stat in DIVERGENT_STATS:
             values = [r["summary"][stat]["mean"] for r in members if r["summary"].get(stat)]
             if values:
-                rows.append(
-                    {"method": method, "stat": stat, "n_prompts": members[0]["n_prompts"], **mean_ci(values)}
-                )
+                n_prompts = members[0]["n_prompts"]
+                rows.append(ProbeRow(method=method, stat=stat, n_prompts=n_prompts, **mean_ci(values)))
     return rows
 
 
 def mean_ci(values: list[float]) -> dict[str, Any]:
+    """A probe row's statistic fields: the mean over seeds and its t-interval (none for one seed)."""
     low, high = t_interval(values) if len(values) >= 2 else (None, None)
     return {
         "mean": statistics.fmean(values),
@@ -266,24 +266,21 @@ def mean_ci(values: list[float]) -> dict[str, Any]:
     }
 
 
-def run_probes(spec: ExperimentSpec, cells: list[Cell]) -> dict[str, Any]:
+def run_probes(spec: ExperimentSpec, cells: list[Cell]) -> ProbesSummary:
     """Run the configured probes on the headline slice; write and return probes/summary.json."""
     out = Path(spec.out) / PROBES_DIR
     chosen = probed_cells(spec, cells)
     size, ratio = headline_slice(spec, cells)
-    summary: dict[str, Any] = {
-        "variant": probed_variant(cells),
-        "task_size": size,
-        "ratio": ratio,
-        "cells": [c.name for c in chosen],
-    }
+    summary = ProbesSummary(
+        variant=probed_variant(cells), task_size=size, ratio=ratio, cells=[c.name for c in chosen]
+    )
     if spec.probes.repr:
         data = run_repr(spec, chosen, out / "repr")
-        summary["repr"] = aggregate_repr(data, spec.probes.keywords)
-        summary["repr_curves"] = {k: repr_curves(data, k) for k in spec.probes.keywords}
+        summary.repr = aggregate_repr(data, spec.probes.keywords)
+        summary.repr_curves = {k: repr_curves(data, k) for k in spec.probes.keywords}
     if spec.probes.divergent:
-        summary["divergent"] = aggregate_divergent(run_divergent(spec, chosen, out / "divergent"))
+        summary.divergent = aggregate_divergent(run_divergent(spec, chosen, out / "divergent"))
     if spec.probes.losscurve:
-        summary["losscurve"] = run_losscurves(spec, chosen, cells, out / "losscurve")
-    write_json(out / "summary.json", summary)
+        summary.losscurve = run_losscurves(spec, chosen, cells, out / "losscurve")
+    write_record(out / "summary.json", summary, exclude_unset=True)
     return summary

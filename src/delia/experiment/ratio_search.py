@@ -6,15 +6,24 @@ from __future__ import annotations
 import contextlib
 import statistics
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from delia.core.errors import DeliaError
-from delia.core.io import write_json
-from delia.experiment.grid import Cell
+from delia.experiment.grid import cell_dir
+from delia.experiment.records import (
+    Cell,
+    CellRecord,
+    Figure,
+    SearchPlanRow,
+    SearchPoint,
+    SearchResult,
+    write_record,
+)
+from delia.experiment.report.plots import plot_search
 from delia.experiment.results import CI_BOOTSTRAP, CI_T, t_interval
-from delia.experiment.runner import run_cell
-from delia.experiment.search import golden_section_search, search_summary
+from delia.experiment.runner import finished_record, run_cell
+from delia.experiment.search import golden_section_search, search_points
 from delia.experiment.spec import ExperimentSpec, MethodEntry
 
 SEARCH_FILE = "search.json"
@@ -40,16 +49,16 @@ def search_size(spec: ExperimentSpec) -> int | None:
     return max((s for s in spec.grid.task_sizes if s is not None), default=None)
 
 
-def run_ratio_search(spec: ExperimentSpec, log_line: Any = print) -> dict[str, Any]:
+def run_ratio_search(spec: ExperimentSpec, log_line: Callable[[str], None] = print) -> SearchResult:
     """Golden-section search over the ratio; writes {out}/search.json and search.png."""
     derived, entry = search_spec(spec)
     metric = spec.search.metric or spec.headline_metric
     size = search_size(spec)
-    details: dict[int, dict[str, Any]] = {}
+    stats: dict[int, SearchPoint] = {}
     done: list[Cell] = []  # earlier search cells: their rewrites of the same task data are reused
 
     def objective(ratio: int) -> float:
-        values, cells = [], []
+        scored: list[tuple[CellRecord, Figure]] = []
         for seed in spec.search.seeds:
             cell = Cell(entry.name, entry.method, size, float(ratio), seed, SEARCH_VARIANT)
             log_line(f"search: ratio {ratio}, seed {seed} ({cell.name})")
@@ -57,36 +66,36 @@ def run_ratio_search(spec: ExperimentSpec, log_line: Any = print) -> dict[str, A
             done.append(cell)
             if outcome.record is None:
                 raise DeliaError(f"search cell {cell.name} failed: {outcome.error}")
-            figure = outcome.record["values"].get(metric)
+            figure = outcome.record.values.get(metric)
             if figure is None:
                 raise DeliaError(f"search cell {cell.name} has no metric {metric!r}")
-            values.append(float(figure["value"]))
-            cells.append((cell, outcome.record, figure))
-        details[ratio] = point_details(values, cells)
-        log_line(f"search: ratio {ratio} -> {metric} {statistics.fmean(values):.4f}")
-        return statistics.fmean(values)
+            scored.append((outcome.record, figure))
+        stats[ratio] = scored_point(ratio, scored)
+        log_line(f"search: ratio {ratio} -> {metric} {stats[ratio].value:.4f}")
+        return stats[ratio].value
 
     trace = golden_section_search(
         objective, spec.search.lo, spec.search.hi, spec.search.max_evals, spec.search.include_bounds
     )
-    result = {
-        "experiment": spec.name,
-        "method": entry.name,
-        "metric": metric,
-        "task_size": size,
-        "seeds": spec.search.seeds,
-        "settings": spec.search.model_dump(mode="json"),
-        "source": spec.source,
-        "notes": spec.notes,
-        "command": " ".join(sys.argv),
-        "algorithm": "golden-section search over log(1 + ratio), integer ratios, memoised",
-        **search_summary(trace, details),
-    }
+    points, argmax = search_points(trace, stats)
+    result = SearchResult(
+        experiment=spec.name,
+        method=entry.name,
+        metric=metric,
+        task_size=size,
+        seeds=spec.search.seeds,
+        settings=spec.search,
+        source=spec.source,
+        notes=spec.notes,
+        command=" ".join(sys.argv),
+        algorithm="golden-section search over log(1 + ratio), integer ratios, memoised",
+        points=points,
+        argmax=argmax,
+        evaluations=len(trace.points),
+        brackets=[list(b) for b in trace.brackets],
+    )
     out = Path(spec.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / SEARCH_FILE, result)
-    from delia.experiment.plots import plot_search
-
+    write_record(out / SEARCH_FILE, result, exclude_unset=True)
     plot_search(result, out / "search.png")
     return result
 
@@ -95,16 +104,13 @@ class _NotRunYet(Exception):
     pass
 
 
-def plan_ratio_search(spec: ExperimentSpec) -> list[dict[str, Any]]:
+def plan_ratio_search(spec: ExperimentSpec) -> list[SearchPlanRow]:
     """The search replayed over its finished cells, up to the first point not run yet: what `--dry-run`
     shows. Which ratio comes next depends on the values so far, so nothing further can be listed."""
-    from delia.experiment.grid import cell_dir
-    from delia.experiment.runner import finished_record
-
     derived, entry = search_spec(spec)
     metric = spec.search.metric or spec.headline_metric
     size = search_size(spec)
-    rows: list[dict[str, Any]] = []
+    rows: list[SearchPlanRow] = []
 
     def objective(ratio: int) -> float:
         values = []
@@ -113,12 +119,10 @@ def plan_ratio_search(spec: ExperimentSpec) -> list[dict[str, Any]]:
             record = finished_record(derived, cell)
             if record is None:
                 state = "started" if cell_dir(derived, cell).exists() else "to run"
-                rows.append({"cell": cell.name, "ratio": ratio, "seed": seed, "state": state, "value": None})
+                rows.append(SearchPlanRow(cell=cell.name, ratio=ratio, seed=seed, state=state, value=None))
                 raise _NotRunYet
-            values.append(float(record["values"][metric]["value"]))
-            rows.append(
-                {"cell": cell.name, "ratio": ratio, "seed": seed, "state": "done", "value": values[-1]}
-            )
+            values.append(float(record.values[metric].value))
+            rows.append(SearchPlanRow(cell=cell.name, ratio=ratio, seed=seed, state="done", value=values[-1]))
         return statistics.fmean(values)
 
     with contextlib.suppress(_NotRunYet):
@@ -128,22 +132,24 @@ def plan_ratio_search(spec: ExperimentSpec) -> list[dict[str, Any]]:
     return rows
 
 
-def point_details(
-    values: list[float], cells: list[tuple[Cell, dict[str, Any], dict[str, Any]]]
-) -> dict[str, Any]:
+def scored_point(ratio: int, scored: list[tuple[CellRecord, Figure]]) -> SearchPoint:
+    """A ratio's point: the mean over the search seeds with a t-interval (the cell's bootstrap CI for one)."""
+    values = [float(figure.value) for _, figure in scored]
     if len(values) >= 2:
         low, high = t_interval(values)
-        method = CI_T
+        ci_method = CI_T
     else:
-        low, high = cells[0][2].get("ci_low"), cells[0][2].get("ci_high")
-        method = CI_BOOTSTRAP
-    return {
-        "values": values,
-        "ci_low": low,
-        "ci_high": high,
-        "ci_method": method,
-        "n_seeds": len(values),
-        "n_eval": cells[0][2].get("n"),
-        "train_steps": [record["train"]["steps"] for _, record, _ in cells],
-        "run_dirs": [record["run_dir"] for _, record, _ in cells],
-    }
+        low, high = scored[0][1].ci_low, scored[0][1].ci_high
+        ci_method = CI_BOOTSTRAP
+    return SearchPoint(
+        ratio=ratio,
+        value=statistics.fmean(values),
+        values=values,
+        ci_low=low,
+        ci_high=high,
+        ci_method=ci_method,
+        n_seeds=len(values),
+        n_eval=scored[0][1].n,
+        train_steps=[record.train.steps for record, _ in scored],
+        run_dirs=[record.run_dir for record, _ in scored],
+    )

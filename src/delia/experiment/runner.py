@@ -10,7 +10,6 @@ hash is the one it would compute (same model, options, task data and number of a
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 import traceback
@@ -19,9 +18,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from delia.core.io import write_json
-from delia.experiment.grid import Cell, cell_config, cell_dir, config_hash
+from delia.core.io import atomic_write, read_json
+from delia.experiment.grid import cell_config, cell_dir, config_hash
+from delia.experiment.records import (
+    Cell,
+    CellOptions,
+    CellRecord,
+    Figure,
+    PlanSummary,
+    TrainSummary,
+    read_record,
+    write_record,
+)
 from delia.experiment.spec import ExperimentSpec
+from delia.pipeline import run
 
 CELL_FILE = "cell.json"
 SHARED_STAGES = ("diversify", "sample")
@@ -35,7 +45,7 @@ class CellOutcome:
     status: str  # "cached", "ran" or "failed"
     seconds: float
     error: str | None = None
-    record: dict[str, Any] | None = None
+    record: CellRecord | None = None
 
 
 @dataclass
@@ -46,21 +56,18 @@ class GridOutcome:
         return sum(o.status == status for o in self.outcomes)
 
 
-def read_cell_record(run_dir: Path) -> dict[str, Any] | None:
-    try:
-        record = json.loads((run_dir / CELL_FILE).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-    if "compute_seconds" not in record:  # records written before the field
-        record["compute_seconds"] = stage_seconds(run_dir)
+def read_cell_record(run_dir: Path) -> CellRecord | None:
+    record = read_record(run_dir / CELL_FILE, CellRecord)
+    if record is not None and record.compute_seconds is None:  # records written before the field
+        record.compute_seconds = stage_seconds(run_dir)
     return record
 
 
-def finished_record(spec: ExperimentSpec, cell: Cell) -> dict[str, Any] | None:
+def finished_record(spec: ExperimentSpec, cell: Cell) -> CellRecord | None:
     """The cell's record when it finished with exactly the config it would run with now."""
     config = cell_config(spec, cell, spec.entry(cell.method))
     record = read_cell_record(cell_dir(spec, cell))
-    if record is None or record.get("config_hash") != config_hash(config):
+    if record is None or record.config_hash != config_hash(config):
         return None
     return record if (cell_dir(spec, cell) / "metrics.json").exists() else None
 
@@ -83,41 +90,39 @@ def prime_shared_stages(spec: ExperimentSpec, cell: Cell, others: list[Cell]) ->
                 target.mkdir(parents=True, exist_ok=True)
                 shutil.copytree(source, target / stage)
                 # Marks the copy, so the cell's cost leaves out time a sibling spent (until it is recomputed).
-                (target / stage / COPIED).write_text(str(_manifest(source).get("hash")), encoding="utf-8")
+                (target / stage / COPIED).write_text(str(manifest(source).get("hash")), encoding="utf-8")
                 copied.append(f"{stage} from {other.name}")
                 break
     return copied
 
 
-def cell_record(spec: ExperimentSpec, cell: Cell, seconds: float) -> dict[str, Any]:
+def cell_record(spec: ExperimentSpec, cell: Cell, seconds: float) -> CellRecord:
     """What results.json needs from a finished run directory."""
     run_dir = cell_dir(spec, cell)
     config = cell_config(spec, cell, spec.entry(cell.method))
-    metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
-    train = _manifest(run_dir / "train")
-    plan = json.loads((run_dir / "plan.json").read_text()) if (run_dir / "plan.json").exists() else {}
-    return {
-        "cell": cell.as_dict(),
-        "config_hash": config_hash(config),
-        "run_dir": str(run_dir),
-        "metric_kind": metrics.get("metric"),
-        "n_eval": metrics.get("n"),
-        "values": metrics.get("values", {}),
-        "train": {
-            "steps": train.get("steps", 0 if plan.get("train") is False else None),
-            "seconds": train.get("train_seconds"),
-            "final_loss": train.get("final_loss"),
-            "examples": train.get("counts", {}).get("examples"),
-        },
-        "plan": {
-            k: plan.get(k) for k in ("use_diverse", "diversify", "ratio", "special_tokens", "max_steps")
-        },
-        "options": {"delia": config.delia.model_dump(), "eval_limit": config.eval.limit},
-        "eval_seconds": metrics.get("seconds"),
-        "wall_seconds": round(seconds, 1),
-        "compute_seconds": stage_seconds(run_dir),
-        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
+    metrics = read_json(run_dir / "metrics.json")
+    train = manifest(run_dir / "train")
+    plan = read_json(run_dir / "plan.json") or {}
+    return CellRecord(
+        cell=cell,
+        config_hash=config_hash(config),
+        run_dir=str(run_dir),
+        metric_kind=metrics.get("metric"),
+        n_eval=metrics.get("n"),
+        values={name: Figure.model_validate(figure) for name, figure in metrics.get("values", {}).items()},
+        train=TrainSummary(
+            steps=train.get("steps", 0 if plan.get("train") is False else None),
+            seconds=train.get("train_seconds"),
+            final_loss=train.get("final_loss"),
+            examples=train.get("counts", {}).get("examples"),
+        ),
+        plan=PlanSummary(**{key: plan.get(key) for key in PlanSummary.model_fields}),
+        options=CellOptions(delia=config.options("delia").model_dump(), eval_limit=config.eval.limit),
+        eval_seconds=metrics.get("seconds"),
+        wall_seconds=round(seconds, 1),
+        compute_seconds=stage_seconds(run_dir),
+        finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    )
 
 
 def stage_seconds(run_dir: Path) -> float:
@@ -125,23 +130,19 @@ def stage_seconds(run_dir: Path) -> float:
     the stages it reused, which its last invocation's wall time leaves out."""
     total = 0.0
     for stage in (path for path in run_dir.iterdir() if path.is_dir()):
-        manifest = _manifest(stage)
+        fields = manifest(stage)
         copied = stage / COPIED
-        if not (copied.exists() and copied.read_text(encoding="utf-8") == str(manifest.get("hash"))):
-            total += manifest.get("seconds") or 0.0
+        if not (copied.exists() and copied.read_text(encoding="utf-8") == str(fields.get("hash"))):
+            total += fields.get("seconds") or 0.0
     return round(total, 1)
 
 
-def _manifest(stage_dir: Path) -> dict[str, Any]:
-    try:
-        return json.loads((stage_dir / "manifest.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return {}
+def manifest(stage_dir: Path) -> dict[str, Any]:
+    """A stage's manifest fields ({} for a stage not finished): free-form, each stage writes its own."""
+    return read_json(stage_dir / "manifest.json") or {}
 
 
 def run_cell(spec: ExperimentSpec, cell: Cell, siblings: list[Cell], log: Log) -> CellOutcome:
-    from delia.pipeline import run
-
     record = finished_record(spec, cell)
     if record is not None:
         return CellOutcome(cell, "cached", 0.0, record=record)
@@ -151,12 +152,11 @@ def run_cell(spec: ExperimentSpec, cell: Cell, siblings: list[Cell], log: Log) -
             log(f"shared stage: {line}")
         run(cell_config(spec, cell, spec.entry(cell.method)), log=log)
         record = cell_record(spec, cell, time.perf_counter() - start)
-        write_json(cell_dir(spec, cell) / CELL_FILE, record)
+        write_record(cell_dir(spec, cell) / CELL_FILE, record)
     except KeyboardInterrupt:
         raise
     except Exception as err:  # one broken cell must not stop a grid of hours; it is reported as failed
-        (cell_dir(spec, cell)).mkdir(parents=True, exist_ok=True)
-        (cell_dir(spec, cell) / "error.txt").write_text(traceback.format_exc(), encoding="utf-8")
+        atomic_write(cell_dir(spec, cell) / "error.txt", traceback.format_exc())
         return CellOutcome(cell, "failed", time.perf_counter() - start, error=f"{type(err).__name__}: {err}")
     return CellOutcome(cell, "ran", time.perf_counter() - start, record=record)
 

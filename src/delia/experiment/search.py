@@ -13,9 +13,10 @@ is noisy, so the evaluated points (with their CIs) are reported, not just the ar
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+
+from delia.experiment.records import SearchPoint
 
 INV_PHI = (math.sqrt(5) - 1) / 2  # 0.618...
 MAX_ITERATIONS = 100
@@ -92,15 +93,14 @@ def untried_inside(a: float, b: float, memo: dict[int, float]) -> bool:
     return any(r not in memo for r in range(max(first, 0), last + 1))
 
 
-def search_summary(trace: SearchTrace, details: dict[int, dict[str, Any]]) -> dict[str, Any]:
-    """search.json's body: every evaluated point in order, the argmax, the brackets."""
-    best_ratio, best_value = trace.best
-    return {
-        "points": [
-            {"order": i + 1, "ratio": r, "value": v, **details.get(r, {})}
-            for i, (r, v) in enumerate(trace.points)
-        ],
-        "argmax": {"ratio": best_ratio, "value": best_value, **details.get(best_ratio, {})},
-        "evaluations": len(trace.points),
-        "brackets": [list(b) for b in trace.brackets],
-    }
+def search_points(
+    trace: SearchTrace, stats: Mapping[int, SearchPoint]
+) -> tuple[list[SearchPoint], SearchPoint]:
+    """Every evaluated point in evaluation order (numbered from 1) and the argmax, each with its statistics
+    from `stats` where it has them."""
+
+    def point(ratio: int, value: float) -> SearchPoint:
+        return stats.get(ratio) or SearchPoint(ratio=ratio, value=value)
+
+    points = [point(r, v).model_copy(update={"order": i + 1}) for i, (r, v) in enumerate(trace.points)]
+    return points, point(*trace.best)

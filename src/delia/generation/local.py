@@ -11,18 +11,26 @@ from __future__ import annotations
 import contextlib
 import copy
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import torch
 from tqdm.auto import tqdm
 
 from delia.core.config import SamplingConfig
-from delia.core.models import autocast, cpu_supports_bf16
-from delia.generation.base import GenerationStats, Message
+from delia.core.models import autocast, cpu_supports_bf16, load_model, load_tokenizer
+from delia.core.registry import BACKENDS
+from delia.generation.base import BackendRequest, GenerationStats, Message
 from delia.generation.threads import keep_threads_current
 
+if TYPE_CHECKING:
+    from transformers import LogitsProcessorList, PreTrainedModel, PreTrainedTokenizerBase, StoppingCriteria
 
-def follow_free_cores() -> Any:
+# (model, tokenizer) -> the logits processors for one batch (made afresh per batch: CTG's has state)
+LogitsProcessorFactory = Callable[["PreTrainedModel", "PreTrainedTokenizerBase"], "LogitsProcessorList"]
+
+
+def follow_free_cores() -> StoppingCriteria:
     """A stopping criterion that never stops: between decode steps it lets the installed thread policy
     re-check free cores, as one batch can decode for minutes while other jobs come and go."""
     from transformers import StoppingCriteria  # here: importing transformers costs seconds at CLI start
@@ -35,7 +43,7 @@ def follow_free_cores() -> Any:
     return FollowFreeCores()
 
 
-def stop_token_ids(tokenizer: Any) -> list[int]:
+def stop_token_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
     """The chat template's end-of-turn token plus eos: generation stops at either."""
     ids = {tokenizer.eos_token_id}
     for token in ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>"):
@@ -50,12 +58,12 @@ class LocalBackend:
 
     def __init__(
         self,
-        model: Any,
-        tokenizer: Any,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
         batch_size: int = 16,
         autocast_mode: str = "auto",
         progress: bool = True,
-        logits_processor_factory: Any = None,
+        logits_processor_factory: LogitsProcessorFactory | None = None,
         cpu_bf16_weights: bool = True,
     ) -> None:
         self.model = model
@@ -66,17 +74,14 @@ class LocalBackend:
         self.stats = GenerationStats()
         self.stop_ids = stop_token_ids(tokenizer)
         self.last_new_tokens: list[int] = []  # new tokens per prompt of the last generate(), in prompt order
-        # (model, tokenizer) -> LogitsProcessorList, called afresh per batch (CTG's processor has state)
         self.logits_processor_factory = logits_processor_factory
         self.cpu_bf16_weights = cpu_bf16_weights
-        self._bf16_copy: Any = None
+        self._bf16_copy: PreTrainedModel | None = None
         self._bf16_fingerprint: tuple[int, int] | None = None
         self.stop_strings: list[str] = []  # extra stops (e.g. "\n\n" for one-paragraph answers)
 
     @classmethod
     def from_spec(cls, spec: str, device: str = "cpu", dtype: str = "float32", **kwargs: Any) -> LocalBackend:
-        from delia.core.models import load_model, load_tokenizer
-
         return cls(load_model(spec, device=device, dtype=dtype), load_tokenizer(spec), **kwargs)
 
     def render(self, prompt: list[Message]) -> str:
@@ -123,7 +128,7 @@ class LocalBackend:
         # In-place updates bump a tensor's version counter: a changed sum means changed weights.
         return id(self.model), sum(p._version for p in self.model.parameters())
 
-    def generation_model(self) -> tuple[Any, Any]:
+    def generation_model(self) -> tuple[PreTrainedModel, contextlib.AbstractContextManager[Any]]:
         """(the model to run, the precision context): a cached bf16 copy on bf16 CPUs, else autocast."""
         if not self._uses_cpu_bf16_copy():
             return self.model, autocast(str(self.model.device), self.autocast_mode)
@@ -159,7 +164,7 @@ class LocalBackend:
         if do_sample and seeds is not None:  # last, after the warpers and any factory's processors
             from transformers import LogitsProcessorList
 
-            from delia.generation.seeded import PerRowSampler
+            from delia.generation._seeded import PerRowSampler  # imports transformers
 
             options["logits_processor"] = LogitsProcessorList(
                 [*options.get("logits_processor", []), PerRowSampler(seeds)]
@@ -182,3 +187,18 @@ class LocalBackend:
             # Special tokens the user added (e.g. <sep>) must survive decoding, so decode without skipping.
             completions.append(self.tokenizer.decode(row[:cut], skip_special_tokens=False).strip())
         return completions, counts, seconds
+
+
+@BACKENDS.register("local")
+def local_backend(request: BackendRequest) -> LocalBackend:
+    """Reuses the already loaded model being tuned unless the config names another one."""
+    cfg, progress = request.cfg, request.progress
+    if request.model is not None and request.tokenizer is not None and cfg.model is None:
+        return LocalBackend(request.model, request.tokenizer, batch_size=cfg.batch_size, progress=progress)
+    return LocalBackend.from_spec(
+        request.model_spec,
+        device=request.device,
+        dtype=request.dtype,
+        batch_size=cfg.batch_size,
+        progress=progress,
+    )

@@ -17,8 +17,9 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from delia.core.config import SamplingConfig
-from delia.core.errors import DeliaError
-from delia.generation.base import GenerationStats, Message
+from delia.core.errors import ConfigError, DeliaError
+from delia.core.registry import BACKENDS
+from delia.generation.base import BackendRequest, GenerationStats, Message
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 MAX_BACKOFF_S = 30.0
@@ -40,6 +41,24 @@ def chat_completions_url(base_url: str) -> str:
     """`http://host:8000/v1` -> `http://host:8000/v1/chat/completions` (a full endpoint URL is kept)."""
     base = base_url.rstrip("/")
     return base if base.endswith("/chat/completions") else f"{base}/chat/completions"
+
+
+@BACKENDS.register("openai")
+def openai_backend(request: BackendRequest) -> OpenAIBackend:
+    """The server does the generating: a loaded model, the device and the dtype are not used."""
+    cfg = request.cfg
+    if not cfg.base_url:
+        raise ConfigError(
+            "backend.base_url", "the openai backend needs a base URL, e.g. http://127.0.0.1:8000/v1"
+        )
+    return OpenAIBackend(
+        cfg.base_url,
+        request.model_spec,
+        api_key_env=cfg.api_key_env,
+        concurrency=cfg.concurrency,
+        timeout_s=cfg.timeout_s,
+        progress=request.progress,
+    )
 
 
 class OpenAIBackend:
@@ -97,12 +116,8 @@ class OpenAIBackend:
                 raise
             finally:
                 bar.close()
-        counts = [count for _, count in results]
-        self.last_new_tokens = counts
-        self.stats.prompts += len(prompts)
-        self.stats.new_tokens += sum(counts)
-        self.stats.per_prompt_tokens.extend(counts)
-        self.stats.seconds += time.perf_counter() - start
+        self.last_new_tokens = [count for _, count in results]
+        self.stats.add_call(self.last_new_tokens, start)
         return [text for text, _ in results]
 
     def _payload(self, prompt: list[Message], sampling: SamplingConfig) -> bytes:

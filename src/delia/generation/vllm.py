@@ -7,7 +7,9 @@ from typing import Any
 
 from delia.core.config import SamplingConfig
 from delia.core.errors import DeliaError
-from delia.generation.base import GenerationStats, Message
+from delia.core.models import resolve_model_dir
+from delia.core.registry import BACKENDS
+from delia.generation.base import BackendRequest, GenerationStats, Message
 
 INSTALL_HINT = "pip install 'delia[vllm]' (needs a CUDA GPU), or use --backend local or --backend openai"
 
@@ -27,8 +29,6 @@ class VllmBackend:
 
     def __init__(self, model_spec: str, gpu_memory_utilization: float = 0.9, **engine_options: Any) -> None:
         vllm = import_vllm()
-        from delia.core.models import resolve_model_dir
-
         self.llm = vllm.LLM(
             model=resolve_model_dir(model_spec),
             gpu_memory_utilization=gpu_memory_utilization,
@@ -53,10 +53,12 @@ class VllmBackend:
         ]
         start = time.perf_counter()
         outputs = self.llm.chat(prompts, params, use_tqdm=True)
-        counts = [len(out.outputs[0].token_ids) for out in outputs]
-        self.last_new_tokens = counts
-        self.stats.prompts += len(prompts)
-        self.stats.new_tokens += sum(counts)
-        self.stats.per_prompt_tokens.extend(counts)
-        self.stats.seconds += time.perf_counter() - start
+        self.last_new_tokens = [len(out.outputs[0].token_ids) for out in outputs]
+        self.stats.add_call(self.last_new_tokens, start)
         return [out.outputs[0].text.strip() for out in outputs]
+
+
+@BACKENDS.register("vllm")
+def vllm_backend(request: BackendRequest) -> VllmBackend:
+    """vLLM loads its own copy of the weights on the GPU: a loaded model is not reused."""
+    return VllmBackend(request.model_spec)

@@ -54,6 +54,20 @@ def require_token(name: str, config: RunConfig) -> list[str]:
     return list(config.tokens.add)
 
 
+def token_only_plan(
+    name: str, config: RunConfig, token_init: str, how: str, description: str | None = None
+) -> MethodPlan:
+    """The token baselines: the format token(s) initialised by `token_init` (`how`, for the notes), trained
+    on the task data alone."""
+    tokens = require_token(name, config)
+    return task_only_plan(
+        special_tokens=tokens,
+        token_init=token_init,
+        token_description=description,
+        notes=[f"tokens {tokens}: {how}, task-only training"],
+    )
+
+
 # ------------------------------------------------------------------------------- answer format summary
 
 

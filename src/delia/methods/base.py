@@ -18,8 +18,10 @@ from delia.core.stage import Stage
 
 if TYPE_CHECKING:
     from delia.core.config import RunConfig
+    from delia.train.hooks import TrainerHooks
 
 ExampleTransform = Callable[[list[Example]], list[Example]]
+StageDirs = Mapping[str, Path]  # a method stage's name -> its finished directory
 
 
 @dataclass
@@ -39,7 +41,7 @@ class MethodPlan:
     task_transform: ExampleTransform | None = None  # applied to task examples before mixing
     eval_transform: ExampleTransform | None = None  # applied to eval examples before generation
     extra_task_examples: list[Example] = field(default_factory=list)  # e.g. fact-based QA pairs
-    hooks: Any = None  # a delia.train.TrainerHooks instance, or None
+    hooks: TrainerHooks | None = None
     generation_options: dict[str, Any] = field(default_factory=dict)  # e.g. a CTG logits processor factory
     notes: list[str] = field(default_factory=list)  # what the plan changed, for the run summary
 
@@ -68,7 +70,12 @@ class Method:
         """Extra stages to run after `task` and before `plan` (none by default)."""
         return []
 
-    def plan(
-        self, config: RunConfig, task: list[Example], stage_dirs: Mapping[str, Path] | None = None
-    ) -> MethodPlan:
+    def plan(self, config: RunConfig, task: list[Example], stage_dirs: StageDirs | None = None) -> MethodPlan:
+        """What the pipeline does for this run; `stage_dirs` maps each of `stages()` to its finished
+        directory."""
         raise NotImplementedError
+
+    def hooks_type(self) -> type[TrainerHooks] | None:
+        """The TrainerHooks class whose artefacts this method's trained adapters carry (None: the PEFT
+        adapter is the whole model); `delia.methods.load_trained` calls its `load`."""
+        return None

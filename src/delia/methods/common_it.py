@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from delia.core.errors import ConfigError
 from delia.core.example import Example
 from delia.methods._common import task_only_plan
-from delia.methods.base import Method, MethodPlan
+from delia.methods.base import Method, MethodPlan, StageDirs
 
 if TYPE_CHECKING:
     from delia.core.config import RunConfig
@@ -24,7 +24,7 @@ class CommonIT(Method):
     name = "common_it"
     description = "common instruction tuning: task data only, no diverse data, no format token"
 
-    def plan(self, config: RunConfig, task: list[Example]) -> MethodPlan:
+    def plan(self, config: RunConfig, task: list[Example], stage_dirs: StageDirs | None = None) -> MethodPlan:
         return task_only_plan()
 
 
@@ -32,7 +32,7 @@ class CommonITMatched(Method):
     name = "common_it_matched"
     description = "common instruction tuning run for as many optimizer steps as the run in `matched_to`"
 
-    def plan(self, config: RunConfig, task: list[Example]) -> MethodPlan:
+    def plan(self, config: RunConfig, task: list[Example], stage_dirs: StageDirs | None = None) -> MethodPlan:
         if not config.matched_to:
             raise ConfigError(
                 "matched_to", "common_it_matched needs the run directory whose steps it matches"
@@ -42,9 +42,9 @@ class CommonITMatched(Method):
         )
 
 
-class Untuned(Method):
+class BaseModelOnly(Method):
     name = "base"
     description = "the base model without any training (reference row for the same evaluation)"
 
-    def plan(self, config: RunConfig, task: list[Example]) -> MethodPlan:
+    def plan(self, config: RunConfig, task: list[Example], stage_dirs: StageDirs | None = None) -> MethodPlan:
         return task_only_plan(train=False, notes=["no training: the base model"])

@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from delia.core.config import Section
 from delia.core.example import Example
 from delia.methods._common import (
     edit_last_user,
@@ -29,7 +30,7 @@ from delia.methods._common import (
     summarize_format,
     task_only_plan,
 )
-from delia.methods.base import ExampleTransform, Method, MethodPlan
+from delia.methods.base import ExampleTransform, Method, MethodPlan, StageDirs
 
 if TYPE_CHECKING:
     from transformers import LogitsProcessorList
@@ -62,17 +63,24 @@ def with_description(marker: str) -> ExampleTransform:
     return transform
 
 
+class CtgOptions(Section):
+    description: str | None = None
+    weight: float = 1.0
+
+
 class CTG(Method):
     name = "ctg"
     description = (
         "model arithmetic: log p(with description) + w * (log p(with) - log p(without)), no training"
     )
+    Options = CtgOptions
 
-    def plan(self, config: RunConfig, task: list[Example]) -> MethodPlan:
-        given = config.ctg.description
+    def plan(self, config: RunConfig, task: list[Example], stage_dirs: StageDirs | None = None) -> MethodPlan:
+        options = config.options(self.name)
+        given = options.description
         description = given or long_description(summarize_format(task), format_token(config))
         marker = f"\n\n{description.strip()}"
-        weight = config.ctg.weight
+        weight = options.weight
         return task_only_plan(
             train=False,
             eval_transform=with_description(marker),

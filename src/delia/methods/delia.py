@@ -9,11 +9,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from delia.core.config import Section
 from delia.core.example import Example
-from delia.methods.base import Method, MethodPlan
+from delia.methods.base import Method, MethodPlan, StageDirs
 
 if TYPE_CHECKING:
     from delia.core.config import RunConfig
+
+
+class DeliaOptions(Section):
+    diverse: bool = True  # w/o extensively diverse data when False (Table 4)
+    diversify: bool = True  # w/o diversified downstream data when False
 
 
 class Delia(Method):
@@ -21,14 +27,16 @@ class Delia(Method):
     description = (
         "DELIA: self-sampled diverse data + diversified instructions + a trained <sep> token, shuffled"
     )
+    Options = DeliaOptions
 
-    def plan(self, config: RunConfig, task: list[Example]) -> MethodPlan:
-        use_diverse = config.delia.diverse and config.mix.ratio > 0
-        diversify = config.delia.diversify and config.diversify.enabled
+    def plan(self, config: RunConfig, task: list[Example], stage_dirs: StageDirs | None = None) -> MethodPlan:
+        options = config.options(self.name)
+        use_diverse = options.diverse and config.mix.ratio > 0
+        diversify = options.diversify and config.diversify.enabled
         notes = []
-        if not config.delia.diverse:
+        if not options.diverse:
             notes.append("ablation: w/o extensively diverse data")
-        if not config.delia.diversify:
+        if not options.diversify:
             notes.append("ablation: w/o diversified downstream data")
         return MethodPlan(
             use_diverse=use_diverse,

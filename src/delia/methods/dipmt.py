@@ -36,7 +36,7 @@ from delia.methods._common import (
     task_only_plan,
     with_prior_turns,
 )
-from delia.methods.base import ExampleTransform, Method, MethodPlan
+from delia.methods.base import ExampleTransform, Method, MethodPlan, StageDirs
 
 if TYPE_CHECKING:
     from delia.core.config import RunConfig
@@ -171,16 +171,17 @@ class DiPMT(Method):
     )
     tasks = ("translation",)
 
-    def plan(self, config: RunConfig, task: list[Example]) -> MethodPlan:
+    def plan(self, config: RunConfig, task: list[Example], stage_dirs: StageDirs | None = None) -> MethodPlan:
         require_task_kind(self.name, self.tasks, config, task)
         pairs = aligned_pairs(task)
         dictionary = induce_dictionary(pairs)
+        k = config.options("icl").k  # the demonstrations are ICL's: one knob for both
         return task_only_plan(
             train=False,
-            eval_transform=dictionary_prompts(list(task), dictionary, config.icl.k, config.seed),
+            eval_transform=dictionary_prompts(list(task), dictionary, k, config.seed),
             notes=[
                 f"no training: dictionary of {len(dictionary.entries)} words induced (Dice) from "
                 f"{len(pairs)} sentence pairs; up to {MAX_HINTS} hints per prompt, "
-                f"{config.icl.k} examples (icl.k)"
+                f"{k} examples (icl.k)"
             ],
         )

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from delia.core.errors import ConfigError
 from delia.core.example import Example
-from delia.methods.base import Method, MethodPlan
+from delia.methods.base import Method, MethodPlan, StageDirs
 
 if TYPE_CHECKING:
     from delia.core.config import RunConfig
@@ -20,7 +20,7 @@ class DMT(Method):
     name = "dmt"
     description = "two-stage fine-tuning: task data, then general data (mix.two_stage_order reverses it)"
 
-    def plan(self, config: RunConfig, task: list[Example]) -> MethodPlan:
+    def plan(self, config: RunConfig, task: list[Example], stage_dirs: StageDirs | None = None) -> MethodPlan:
         if config.mix.ratio <= 0:
             raise ConfigError("mix.ratio", "dmt's second stage is general data: the ratio must be above 0")
         order = config.mix.two_stage_order

@@ -8,18 +8,26 @@ The description is `fact_based.description`, or one read off the task answers (k
 quoting). The LLM is `sample.backend` (default: the model being tuned), greedy. A fact is kept only when
 it restates the description (most of its content words occur there); a question only when it is a short
 question. When no LLM fact passes, the facts are derived deterministically from the answers' structure
-instead; `plan.notes` says which was used. Knobs: `fact_based.n_facts`, `fact_based.qa_per_fact`."""
+instead; `plan.notes` says which was used. Knobs: `fact_based.n_facts`, `fact_based.qa_per_fact`.
+
+Generating the facts needs a model, so it is the method's own stage (`facts/`, cached like the pipeline's
+stages); the plan only reads the stage's facts.json."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from pydantic import Field
+
+from delia.core.config import Section
+from delia.core.errors import DeliaError
 from delia.core.example import Example
-from delia.core.io import write_json
+from delia.core.io import read_json, write_json
+from delia.core.stage import Stage, StageContext
+from delia.data.io import read_examples
 from delia.methods._common import (
     FormatSummary,
     example_answer,
@@ -29,10 +37,10 @@ from delia.methods._common import (
     summarize_format,
     task_only_plan,
 )
-from delia.methods.base import Method, MethodPlan
+from delia.methods.base import Method, MethodPlan, StageDirs
 
 if TYPE_CHECKING:
-    from delia.core.config import FactOptions, RunConfig
+    from delia.core.config import RunConfig
     from delia.generation.base import Backend
 
 FACT_PROMPT = (
@@ -54,11 +62,19 @@ STOPWORDS = frozenset(
         "will into than then them they their there which what when where who how why",
     )
 )
+FACTS_STAGE = "facts"
 FACTS_FILE = "facts.json"
+TASK_FILE = Path("task") / "task.jsonl"  # the task stage's examples, upstream of the facts stage
 FACT_TOKENS = 48  # generation budget per requested fact (a fact is one sentence)
 QUESTION_TOKENS = 32  # per requested question
 MIN_GROUNDING = 0.6  # share of a fact's content words that must occur in the description
 MAX_FACT_WORDS = 35  # an atomic fact is one short sentence, not a copy of the description
+
+
+class FactOptions(Section):
+    description: str | None = None
+    n_facts: int = Field(8, ge=1)
+    qa_per_fact: int = Field(2, ge=1)
 
 
 @dataclass
@@ -253,51 +269,48 @@ def build_facts(
     return examples, f"facts from the answers' structure (fallback: {reason}): {len(facts)} facts"
 
 
-def cached_facts(config: RunConfig, description: str, summary: FormatSummary) -> tuple[list[Example], str]:
-    """build_facts with the model's answers kept in the run directory (`facts.json`), so a rerun whose
-    stages are all cached loads no model; the key covers everything the facts depend on."""
-    from delia.generation import make_backend
-    from delia.pipeline import run_dir_of
+def facts_description(config: RunConfig, task: list[Example]) -> tuple[str, FormatSummary]:
+    """(the document the facts are split from, the task's answer format it describes)."""
+    summary = summarize_format(task)
+    options = config.options(FactBased.name)
+    return options.description or long_description(summary, format_token(config)), summary
 
-    token = format_token(config)
-    key = hashlib.sha256(
-        json.dumps(
-            [
-                description,
-                FACT_PROMPT,
-                QUESTION_PROMPT,
-                token,
-                config.model.name,
-                config.seed,
-                config.fact_based.model_dump(),
-                config.sample.backend.model_dump(),
-            ],
-            sort_keys=True,
-        ).encode()
-    ).hexdigest()[:16]
-    path = run_dir_of(config) / FACTS_FILE
-    if path.exists():
-        cached = json.loads(path.read_text(encoding="utf-8"))
-        if cached.get("key") == key:
-            return [Example.model_validate(row) for row in cached["examples"]], cached["note"]
-    model = config.model
-    backend = make_backend(config.sample.backend, model.name, device=model.device, dtype=model.dtype)
-    examples, note = build_facts(description, summary, token, backend, config.fact_based, config.seed)
-    write_json(path, {"key": key, "note": note, "examples": [ex.model_dump() for ex in examples]})
-    return examples, note
+
+def generate_facts(context: StageContext, out: Path) -> dict[str, Any]:
+    """The facts stage: the LLM's (or the structural fallback's) QA examples, written to facts.json so a
+    rerun whose stages are all cached loads no model."""
+    config = context.config
+    task = read_examples(context.dir / TASK_FILE)
+    description, summary = facts_description(config, task)
+    backend = context.backend(config.sample.backend)
+    options = config.options(FactBased.name)
+    examples, note = build_facts(description, summary, format_token(config), backend, options, config.seed)
+    write_json(out / FACTS_FILE, {"note": note, "examples": [ex.model_dump() for ex in examples]})
+    return {"counts": {"facts": len(examples)}}
 
 
 class FactBased(Method):
     name = "fact_based"
     description = "atomic facts about the target format (LLM-extracted) as QA examples mixed with the task"
+    Options = FactOptions
 
-    def plan(self, config: RunConfig, task: list[Example]) -> MethodPlan:
-        summary = summarize_format(task)
-        description = config.fact_based.description or long_description(summary, format_token(config))
-        examples, note = cached_facts(config, description, summary)
+    def stages(self, config: RunConfig) -> list[Stage]:
+        # The facts read the model (as the LLM), the format token, the sampling backend and the task.
+        return [Stage(FACTS_STAGE, ("model", "fact_based", "tokens", "sample", "seed"), generate_facts)]
+
+    def plan(self, config: RunConfig, task: list[Example], stage_dirs: StageDirs | None = None) -> MethodPlan:
+        """Without the facts stage's directory (the grid planning ahead) the plan has no fact examples."""
+        facts_dir = (stage_dirs or {}).get(FACTS_STAGE)
+        if facts_dir is None:
+            return task_only_plan(notes=["facts not generated yet: the facts stage has not run"])
+        facts = read_json(facts_dir / FACTS_FILE)
+        if facts is None:
+            raise DeliaError(f"{facts_dir / FACTS_FILE} is missing or unreadable: rerun the facts stage")
+        examples = [Example.model_validate(row) for row in facts["examples"]]
         return task_only_plan(
             extra_task_examples=examples,
             notes=[
-                f"{note}; {len(examples)} QA examples (source 'fact') mixed with {len(task)} task examples"
+                f"{facts['note']}; {len(examples)} QA examples (source 'fact') mixed with {len(task)} task "
+                "examples"
             ],
         )

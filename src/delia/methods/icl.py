@@ -6,10 +6,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from pydantic import Field
+
+from delia.core.config import Section
 from delia.core.errors import ConfigError
 from delia.core.example import Example
 from delia.methods._common import demonstration_turns, pick_demonstrations, task_only_plan, with_prior_turns
-from delia.methods.base import ExampleTransform, Method, MethodPlan
+from delia.methods.base import ExampleTransform, Method, MethodPlan, StageDirs
 
 if TYPE_CHECKING:
     from delia.core.config import RunConfig
@@ -27,14 +30,17 @@ def with_demonstrations(pool: list[Example], k: int, seed: int) -> ExampleTransf
     return transform
 
 
+class IclOptions(Section):
+    k: int = Field(3, ge=1)  # demonstrations per prompt
+
+
 class ICL(Method):
     name = "icl"
     description = "k-shot in-context learning from the task data (icl.k), no training"
+    Options = IclOptions
 
-    def plan(self, config: RunConfig, task: list[Example]) -> MethodPlan:
-        k = config.icl.k
-        if k < 1:
-            raise ConfigError("icl.k", "needs at least one demonstration")
+    def plan(self, config: RunConfig, task: list[Example], stage_dirs: StageDirs | None = None) -> MethodPlan:
+        k = config.options(self.name).k
         if not task:
             raise ConfigError("task.train", "icl draws its demonstrations from the task data, which is empty")
         return task_only_plan(

@@ -9,8 +9,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from delia.core.example import Example
-from delia.methods._common import require_token, short_description, summarize_format, task_only_plan
-from delia.methods.base import Method, MethodPlan
+from delia.methods._common import short_description, summarize_format, token_only_plan
+from delia.methods.base import Method, MethodPlan, StageDirs
 
 if TYPE_CHECKING:
     from delia.core.config import RunConfig
@@ -20,14 +20,9 @@ class MeanEmbedding(Method):
     name = "mean_embedding"
     description = "special token initialised to the mean embedding of a description of the target format"
 
-    def plan(self, config: RunConfig, task: list[Example]) -> MethodPlan:
-        tokens = require_token(self.name, config)
+    def plan(self, config: RunConfig, task: list[Example], stage_dirs: StageDirs | None = None) -> MethodPlan:
         given = config.tokens.description
         description = given or short_description(summarize_format(task))
         origin = "tokens.description" if given else "derived from the task answers"
-        return task_only_plan(
-            special_tokens=tokens,
-            token_init="desc_mean",
-            token_description=description,
-            notes=[f"tokens {tokens}: mean embedding of {description!r} ({origin}), task-only training"],
-        )
+        how = f"mean embedding of {description!r} ({origin})"
+        return token_only_plan(self.name, config, "desc_mean", how, description)

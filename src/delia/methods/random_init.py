@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from delia.core.example import Example
-from delia.methods._common import require_token, task_only_plan
-from delia.methods.base import Method, MethodPlan
+from delia.methods._common import token_only_plan
+from delia.methods.base import Method, MethodPlan, StageDirs
 
 if TYPE_CHECKING:
     from delia.core.config import RunConfig
@@ -17,10 +17,5 @@ class RandomInit(Method):
     name = "random_init"
     description = "special format token with a seeded random embedding, trained on the task data only"
 
-    def plan(self, config: RunConfig, task: list[Example]) -> MethodPlan:
-        tokens = require_token(self.name, config)
-        return task_only_plan(
-            special_tokens=tokens,
-            token_init="random",
-            notes=[f"tokens {tokens}: random init (seed {config.seed}), task-only training"],
-        )
+    def plan(self, config: RunConfig, task: list[Example], stage_dirs: StageDirs | None = None) -> MethodPlan:
+        return token_only_plan(self.name, config, "random", f"random init (seed {config.seed})")

@@ -11,10 +11,12 @@ from __future__ import annotations
 import random
 from typing import TYPE_CHECKING
 
-from delia.core.errors import ConfigError
+from pydantic import field_validator
+
+from delia.core.config import Section
 from delia.core.example import Example
 from delia.methods._common import edit_last_user
-from delia.methods.base import ExampleTransform, Method, MethodPlan
+from delia.methods.base import ExampleTransform, Method, MethodPlan, StageDirs
 
 if TYPE_CHECKING:
     from delia.core.config import RunConfig
@@ -32,6 +34,13 @@ def self_generated_anchor(seed: int) -> str:
         return "".join(rng.choice(CONSONANTS) + rng.choice(VOWELS) for _ in range(syllables)).capitalize()
 
     return f"[[ {word()} {word()} {word()} {rng.randint(1000, 9999)} ]]"
+
+
+def chosen_anchor(given: str | None, seed: int) -> tuple[str, str]:
+    """(the anchor, where it came from): `tell.anchor` when given, else the seed's self-generated one."""
+    if given:
+        return given.strip(), "tell.anchor"
+    return self_generated_anchor(seed), f"self-generated from seed {seed}"
 
 
 def anchored(example: Example, anchor: str, keep_id: bool) -> Example:
@@ -54,16 +63,24 @@ def anchor_eval(anchor: str) -> ExampleTransform:
     return transform
 
 
+class TellOptions(Section):
+    anchor: str | None = None  # None: a self-generated anchor string
+
+    @field_validator("anchor")
+    @classmethod
+    def _not_blank(cls, anchor: str | None) -> str | None:
+        if anchor is not None and not anchor.strip():
+            raise ValueError("the anchor is empty; leave it unset for a self-generated one")
+        return anchor
+
+
 class Tell(Method):
     name = "tell"
     description = "TELL: an anchor prompt on every task example, shuffled into general data; no token"
+    Options = TellOptions
 
-    def plan(self, config: RunConfig, task: list[Example]) -> MethodPlan:
-        given = config.tell.anchor
-        if given is not None and not given.strip():
-            raise ConfigError("tell.anchor", "the anchor is empty; leave it unset for a self-generated one")
-        anchor = given.strip() if given else self_generated_anchor(config.seed)
-        origin = "tell.anchor" if given else f"self-generated from seed {config.seed}"
+    def plan(self, config: RunConfig, task: list[Example], stage_dirs: StageDirs | None = None) -> MethodPlan:
+        anchor, origin = chosen_anchor(config.options(self.name).anchor, config.seed)
         use_diverse = config.mix.ratio > 0
         return MethodPlan(
             use_diverse=use_diverse,

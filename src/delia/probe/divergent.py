@@ -16,12 +16,19 @@ from __future__ import annotations
 import statistics
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from tqdm.auto import tqdm
 
 from delia.core.example import Example
+from delia.core.io import write_json
+from delia.probe.loading import ProbeTarget, load_target
+from delia.probe.plots import plot_divergent
+from delia.probe.tables import write_csv, write_table
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 DEFAULT_MASS = 0.9
 TOP_TOKENS = 10
@@ -41,7 +48,7 @@ def tokens_covering(probs: torch.Tensor, mass: float = DEFAULT_MASS) -> torch.Te
     return reached.int().argmax(-1) + 1
 
 
-def brace_token_mask(tokenizer: Any, vocab_size: int) -> torch.Tensor:
+def brace_token_mask(tokenizer: PreTrainedTokenizerBase, vocab_size: int) -> torch.Tensor:
     """True for ids whose decoded text starts with "{" once leading whitespace is stripped."""
     ids = range(min(len(tokenizer), vocab_size))
     texts = tokenizer.batch_decode([[i] for i in ids])
@@ -50,11 +57,13 @@ def brace_token_mask(tokenizer: Any, vocab_size: int) -> torch.Tensor:
     return mask
 
 
-def render_prompt(tokenizer: Any, example: Example) -> str:
+def render_prompt(tokenizer: PreTrainedTokenizerBase, example: Example) -> str:
     return tokenizer.apply_chat_template(example.prompt_messages, tokenize=False, add_generation_prompt=True)
 
 
-def reference_first_token(tokenizer: Any, example: Example, prompt_ids: list[int]) -> int | None:
+def reference_first_token(
+    tokenizer: PreTrainedTokenizerBase, example: Example, prompt_ids: list[int]
+) -> int | None:
     """The reference answer's first token as the full chat tokenises it; None without a reference."""
     if not example.response:
         return None
@@ -65,7 +74,9 @@ def reference_first_token(tokenizer: Any, example: Example, prompt_ids: list[int
     return full_ids[len(prompt_ids)]
 
 
-def next_token_probs(model: Any, tokenizer: Any, texts: list[str], batch_size: int) -> Iterator[torch.Tensor]:
+def next_token_probs(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts: list[str], batch_size: int
+) -> Iterator[torch.Tensor]:
     """Yield [V] next-token distributions after each text, in order (batched, left-padded)."""
     device = model.get_input_embeddings().weight.device
     tokenizer.padding_side = "left"
@@ -81,8 +92,8 @@ def next_token_probs(model: Any, tokenizer: Any, texts: list[str], batch_size: i
 
 
 def divergent_stats(
-    model: Any,
-    tokenizer: Any,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
     examples: list[Example],
     run: str,
     mass: float = DEFAULT_MASS,
@@ -145,7 +156,9 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, dict[str, float] | None]:
     return summary
 
 
-def top_tokens(tokenizer: Any, probs: torch.Tensor, k: int = TOP_TOKENS) -> list[dict[str, Any]]:
+def top_tokens(
+    tokenizer: PreTrainedTokenizerBase, probs: torch.Tensor, k: int = TOP_TOKENS
+) -> list[dict[str, Any]]:
     values, ids = probs.topk(min(k, probs.shape[-1]))
     return [
         {"token": tokenizer.decode([int(i)]), "id": int(i), "p": float(v)}
@@ -166,7 +179,7 @@ def summary_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def run_divergent_probe(
-    targets: list[Any],
+    targets: list[ProbeTarget],
     examples: list[Example],
     out_dir: Path,
     mass: float = DEFAULT_MASS,
@@ -174,11 +187,6 @@ def run_divergent_probe(
     device: str = "cpu",
 ) -> dict[str, Any]:
     """Measure every target on the same prompts; write divergent.json, .csv, _per_prompt.csv, .md and .png."""
-    from delia.core.io import write_json
-    from delia.probe.loading import load_target
-    from delia.probe.plots import plot_divergent
-    from delia.probe.tables import markdown_table, write_csv
-
     results = []
     for target in targets:
         model, tokenizer = load_target(target, device)
@@ -187,11 +195,10 @@ def run_divergent_probe(
     table = summary_rows(results)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "divergent.json", {"table": table, "results": results})
-    write_csv(out_dir / "divergent.csv", table)
+    write_table(out_dir, "divergent", table)
     write_csv(
         out_dir / "divergent_per_prompt.csv",
         [{"run": r["run"], **row} for r in results for row in r["per_prompt"]],
     )
-    (out_dir / "divergent.md").write_text(markdown_table(table), encoding="utf-8")
     plot_divergent(results, out_dir / "divergent.png")
     return {"results": results, "table": table, "out_dir": str(out_dir)}

@@ -25,13 +25,23 @@ import random
 import statistics
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from tqdm.auto import tqdm
 
 from delia.core.errors import DeliaError
 from delia.core.example import Example
+from delia.core.io import write_json
+from delia.probe.loading import ProbeTarget, load_target
+from delia.probe.plots import plot_gradients
+from delia.probe.tables import write_table
+from delia.train.collate import MicroBatch, encode_examples, pad
+from delia.train.loss import LabelLoss
+
+if TYPE_CHECKING:
+    from peft import PeftModel
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
 @dataclass
@@ -42,10 +52,8 @@ class BatchGradient:
     label_tokens: int
 
 
-def encode_batch(tokenizer: Any, examples: list[Example], max_length: int) -> Any:
+def encode_batch(tokenizer: PreTrainedTokenizerBase, examples: list[Example], max_length: int) -> MicroBatch:
     """The train module's padded micro-batch: same tokenisation and assistant-only targets as training."""
-    from delia.train.collate import encode_examples, pad
-
     encoded = encode_examples(examples, tokenizer, max_length)
     if not encoded:
         raise DeliaError(f"no example of a batch has an answer token within --max-length {max_length}")
@@ -53,8 +61,10 @@ def encode_batch(tokenizer: Any, examples: list[Example], max_length: int) -> An
     return pad(encoded, source_index, tokenizer.pad_token_id)
 
 
-def attach_fresh_lora(model: Any, r: int, alpha: int, target_modules: list[str] | str) -> Any:
-    from peft import LoraConfig, get_peft_model
+def attach_fresh_lora(
+    model: PreTrainedModel, r: int, alpha: int, target_modules: list[str] | str
+) -> PeftModel:
+    from peft import LoraConfig, get_peft_model  # peft imports transformers: only for a fresh LoRA
 
     config = LoraConfig(
         r=r, lora_alpha=alpha, lora_dropout=0.0, target_modules=target_modules, task_type="CAUSAL_LM"
@@ -62,7 +72,7 @@ def attach_fresh_lora(model: Any, r: int, alpha: int, target_modules: list[str] 
     return get_peft_model(model, config).eval()
 
 
-def lora_parameters(model: Any) -> list[torch.nn.Parameter]:
+def lora_parameters(model: PreTrainedModel) -> list[torch.nn.Parameter]:
     """Every LoRA weight, made trainable; everything else frozen."""
     params = []
     for name, param in model.named_parameters():
@@ -74,10 +84,10 @@ def lora_parameters(model: Any) -> list[torch.nn.Parameter]:
     return params
 
 
-def batch_gradient(model: Any, params: list[torch.nn.Parameter], batch: Any) -> tuple[torch.Tensor, float]:
+def batch_gradient(
+    model: PreTrainedModel, params: list[torch.nn.Parameter], batch: MicroBatch
+) -> tuple[torch.Tensor, float]:
     """Flattened gradient of the batch's mean loss per label token (the training loss), and that loss."""
-    from delia.train.loss import LabelLoss
-
     batch = batch.to(params[0].device)
     loss = LabelLoss(model)(batch).loss_sum / batch.n_labels
     grads = torch.autograd.grad(loss, params, allow_unused=True)
@@ -107,8 +117,8 @@ def split_by_source(examples: list[Example], task_source: str, diverse_source: s
 
 
 def compute_gradients(
-    model: Any,
-    tokenizer: Any,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
     batches: list[tuple[str, list[Example]]],
     max_length: int,
     progress: bool = True,
@@ -278,7 +288,7 @@ class FreshLora:
 
 
 def run_gradient_probe(
-    target: Any,
+    target: ProbeTarget,
     examples: list[Example],
     out_dir: Path,
     n_batches: int = 8,
@@ -292,11 +302,6 @@ def run_gradient_probe(
     device: str = "cpu",
 ) -> dict[str, Any]:
     """Gradients of `n_batches` task and diverse batches; write gradients.json, .csv, .md and .png."""
-    from delia.core.io import write_json
-    from delia.probe.loading import load_target
-    from delia.probe.plots import plot_gradients
-    from delia.probe.tables import markdown_table, write_csv
-
     task, diverse = split_by_source(examples, *sources)
     if not task or not diverse:
         raise DeliaError(
@@ -331,7 +336,6 @@ def run_gradient_probe(
     table = summary_rows(report)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "gradients.json", report)
-    write_csv(out_dir / "gradients.csv", table)
-    (out_dir / "gradients.md").write_text(markdown_table(table), encoding="utf-8")
+    write_table(out_dir, "gradients", table)
     plot_gradients(report, labels, out_dir / "gradients.png")
     return {"report": report, "table": table, "out_dir": str(out_dir)}

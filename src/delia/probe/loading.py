@@ -9,10 +9,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from delia.core.errors import DeliaError
 from delia.core.models import EMBEDDED
+from delia.methods import load_trained
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 ADAPTER_META = "delia_adapter.json"
 BASE_NAME = "base"
@@ -81,14 +85,12 @@ def probe_targets(model_spec: str | None, runs: list[str], include_base: bool = 
     return targets
 
 
-def load_target(target: ProbeTarget, device: str = "cpu") -> tuple[Any, Any]:
+def load_target(target: ProbeTarget, device: str = "cpu") -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     return load_model_and_tokenizer(target.model_spec, target.adapter_dir, device)
 
 
 def load_model_and_tokenizer(
     model_spec: str, adapter_dir: Path | None, device: str = "cpu"
-) -> tuple[Any, Any]:
-    """(model in eval mode, tokenizer), through the train module's loader like every other stage."""
-    from delia.train import load_adapter_model
-
-    return load_adapter_model(model_spec, adapter_dir, device)
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """(model in eval mode, tokenizer), with whatever the run's method saved beside its adapter."""
+    return load_trained(model_spec, adapter_dir, device)

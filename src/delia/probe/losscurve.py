@@ -16,6 +16,9 @@ from typing import Any
 import yaml
 
 from delia.core.errors import DeliaError
+from delia.core.io import write_json
+from delia.probe.plots import plot_losscurves
+from delia.probe.tables import write_csv, write_table
 
 TRAIN_LOG = "train_log.jsonl"
 HELD_OUT_KEY = "eval_task_loss"
@@ -123,19 +126,6 @@ def run_curves(name: str, path: Path) -> dict[str, Any]:
     }
 
 
-def moving_average(values: list[float], window: int) -> list[float]:
-    """Trailing mean over up to `window` values (window 1 = unchanged)."""
-    if window <= 1:
-        return list(values)
-    out, total = [], 0.0
-    for i, value in enumerate(values):
-        total += value
-        if i >= window:
-            total -= values[i - window]
-        out.append(total / min(i + 1, window))
-    return out
-
-
 def summary_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per run: the ratio, steps, and first / last / minimum of each logged loss."""
     rows = []
@@ -165,10 +155,6 @@ def run_losscurve_probe(
     runs: list[tuple[str, Path]], out_dir: Path, smooth: int = 1, x_axis: str = "step"
 ) -> dict[str, Any]:
     """Read every run's log; write losscurve.json, .csv (long), _table.{csv,md} and losscurve.png."""
-    from delia.core.io import write_json
-    from delia.probe.plots import plot_losscurves
-    from delia.probe.tables import markdown_table, write_csv
-
     if x_axis not in ("step", "progress"):
         raise DeliaError(f"--x {x_axis!r}: choose step or progress")
     results = [run_curves(name, path) for name, path in runs]
@@ -179,7 +165,6 @@ def run_losscurve_probe(
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "losscurve.json", {"table": table, "notes": notes, "results": results})
     write_csv(out_dir / "losscurve.csv", long_rows(results))
-    write_csv(out_dir / "losscurve_table.csv", table)
-    (out_dir / "losscurve_table.md").write_text(markdown_table(table), encoding="utf-8")
+    write_table(out_dir, "losscurve_table", table)
     plot_losscurves(results, out_dir / "losscurve.png", smooth, x_axis)
     return {"results": results, "table": table, "notes": notes, "out_dir": str(out_dir)}

@@ -14,7 +14,7 @@ from matplotlib.ticker import MaxNLocator
 DPI = 130
 
 
-def _save(fig: Any, path: Path) -> Path:
+def save_figure(fig: Any, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path, dpi=DPI)
@@ -47,7 +47,7 @@ def plot_repr(results: list[dict[str, Any]], keywords: list[str], path: Path) ->
         fig.suptitle(
             f"not applicable ({token} not a token of its tokenizer): {', '.join(skipped)}", fontsize=9
         )
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 DIVERGENT_PANELS = (
@@ -76,13 +76,24 @@ def plot_divergent(results: list[dict[str, Any]], path: Path) -> Path:
         ax.tick_params(axis="x", rotation=20)
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle("state space at the first assistant token (mean ± std over prompts)", fontsize=10)
-    return _save(fig, path)
+    return save_figure(fig, path)
+
+
+def moving_average(values: list[float], window: int) -> list[float]:
+    """Trailing mean over up to `window` values (window 1 = unchanged)."""
+    if window <= 1:
+        return list(values)
+    out, total = [], 0.0
+    for i, value in enumerate(values):
+        total += value
+        if i >= window:
+            total -= values[i - window]
+        out.append(total / min(i + 1, window))
+    return out
 
 
 def plot_losscurves(results: list[dict[str, Any]], path: Path, smooth: int = 1, x_axis: str = "step") -> Path:
     """Left: held-out task loss per run. Right: training loss per source (task solid, diverse dashed)."""
-    from delia.probe.losscurve import moving_average
-
     fig, (held, train) = plt.subplots(1, 2, figsize=(11, 4))
     for index, result in enumerate(results):
         colour = f"C{index}"
@@ -121,7 +132,7 @@ def plot_losscurves(results: list[dict[str, Any]], path: Path, smooth: int = 1, 
             ax.legend(fontsize=8)
         else:
             ax.text(0.5, 0.5, "no run logged this", ha="center", va="center", transform=ax.transAxes)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_gradients(report: dict[str, Any], labels: list[str], path: Path) -> Path:
@@ -146,4 +157,4 @@ def plot_gradients(report: dict[str, Any], labels: list[str], path: Path) -> Pat
     bars.grid(axis="y", alpha=0.3)
     for x, value in enumerate(values):
         bars.text(x, value + 0.02, f"{value:.3f}", ha="center", fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -15,11 +15,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from delia.core.errors import DeliaError
+from delia.core.io import write_json
+from delia.probe.loading import ProbeTarget, load_target
+from delia.probe.plots import plot_repr
+from delia.probe.tables import write_csv, write_table
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 PLACEHOLDER = "{token}"
 DEFAULT_TOKEN = "<sep>"
@@ -52,7 +59,7 @@ def fill_template(template: str, filler: str) -> FilledContext:
     return FilledContext(template.replace(PLACEHOLDER, filler), start, start + len(filler))
 
 
-def wrap_in_chat(tokenizer: Any, context: FilledContext) -> FilledContext:
+def wrap_in_chat(tokenizer: PreTrainedTokenizerBase, context: FilledContext) -> FilledContext:
     """Render the context as a user turn of the chat template, keeping the span pointing at the filler."""
     rendered = tokenizer.apply_chat_template([{"role": "user", "content": context.text}], tokenize=False)
     shift = rendered.find(context.text)
@@ -66,11 +73,13 @@ def span_token_positions(offsets: list[tuple[int, int]], start: int, end: int) -
     return [i for i, (a, b) in enumerate(offsets) if a < end and b > start and b > a]
 
 
-def special_token_id(tokenizer: Any, token: str) -> int | None:
+def special_token_id(tokenizer: PreTrainedTokenizerBase, token: str) -> int | None:
     return tokenizer.get_vocab().get(token)
 
 
-def span_hidden_states(model: Any, tokenizer: Any, context: FilledContext) -> tuple[torch.Tensor, list[int]]:
+def span_hidden_states(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, context: FilledContext
+) -> tuple[torch.Tensor, list[int]]:
     """[L+1, H] hidden states at the span (mean over its tokens), and the span's token ids."""
     encoded = tokenizer(context.text, return_offsets_mapping=True, add_special_tokens=False)
     positions = span_token_positions(encoded["offset_mapping"], context.start, context.end)
@@ -96,8 +105,8 @@ def not_applicable(run: str, token: str, reason: str) -> dict[str, Any]:
 
 
 def repr_distances(
-    model: Any,
-    tokenizer: Any,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
     run: str,
     token: str = DEFAULT_TOKEN,
     keywords: tuple[str, ...] | list[str] = DEFAULT_KEYWORDS,
@@ -187,7 +196,7 @@ def long_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def run_repr_probe(
-    targets: list[Any],
+    targets: list[ProbeTarget],
     out_dir: Path,
     token: str = DEFAULT_TOKEN,
     keywords: list[str] | None = None,
@@ -196,11 +205,6 @@ def run_repr_probe(
     device: str = "cpu",
 ) -> dict[str, Any]:
     """Measure every target, then write repr.json, repr.csv, repr_table.{csv,md} and repr.png into out_dir."""
-    from delia.core.io import write_json
-    from delia.probe.loading import load_target
-    from delia.probe.plots import plot_repr
-    from delia.probe.tables import markdown_table, write_csv
-
     keywords = list(keywords or DEFAULT_KEYWORDS)
     templates = list(templates or DEFAULT_TEMPLATES)
     for template in templates:
@@ -217,7 +221,6 @@ def run_repr_probe(
     write_csv(
         out_dir / "repr.csv", long_rows(results) or [{"run": r["run"], "applicable": False} for r in results]
     )
-    write_csv(out_dir / "repr_table.csv", table)
-    (out_dir / "repr_table.md").write_text(markdown_table(table), encoding="utf-8")
+    write_table(out_dir, "repr_table", table)
     plot_repr(results, keywords, out_dir / "repr.png")
     return {"results": results, "table": table, "out_dir": str(out_dir)}

@@ -6,6 +6,10 @@ import csv
 from pathlib import Path
 from typing import Any
 
+from rich.table import Table
+
+from delia.core.markdown import markdown_table
+
 
 def columns_of(rows: list[dict[str, Any]]) -> list[str]:
     """Every key, in first-seen order (rows may differ in keys)."""
@@ -32,15 +36,13 @@ def format_cell(value: Any) -> str:
     return str(value)
 
 
-def markdown_table(rows: list[dict[str, Any]]) -> str:
-    columns = columns_of(rows)
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(format_cell(row.get(c)) for c in columns) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
+def write_table(out_dir: Path, stem: str, rows: list[dict[str, Any]]) -> None:
+    """`rows` as `stem.csv` and `stem.md` in out_dir (cells to 4 significant digits in the markdown)."""
+    write_csv(out_dir / f"{stem}.csv", rows)
+    (out_dir / f"{stem}.md").write_text(markdown_table(rows, fmt=format_cell) + "\n", encoding="utf-8")
 
 
-def rich_table(title: str, rows: list[dict[str, Any]]) -> Any:
-    from rich.table import Table
+def rich_table(title: str, rows: list[dict[str, Any]]) -> Table:
 
     table = Table(title=title)
     columns = columns_of(rows)

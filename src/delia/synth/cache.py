@@ -22,13 +22,13 @@ def cache_key(model: str, prompt: list[Message], sampling: SamplingConfig) -> st
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:32]
 
 
-class AnswerCache:
+class AnswerCache(AppendLog):
     """Append-only: an interrupted run loses at most the line being written; the first answer per key wins."""
 
     def __init__(self, path: str | Path) -> None:
-        self.log = AppendLog(path)
+        super().__init__(path)
         self.answers: dict[str, dict[str, Any]] = {}
-        for row in self.log.records():
+        for row in self.records():
             self.answers.setdefault(row["key"], row)
 
     def __contains__(self, key: str) -> bool:
@@ -41,14 +41,5 @@ class AnswerCache:
         if key in self.answers:
             return
         row = {"key": key, "completion": completion, "new_tokens": new_tokens, **extra}
-        self.log.append(row)
+        self.append(row)
         self.answers[key] = row
-
-    def close(self) -> None:
-        self.log.close()
-
-    def __enter__(self) -> AnswerCache:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

@@ -224,7 +224,7 @@ def diversify(
     if backend is None and not rule_fallback:
         raise ConfigError("diversify.backend", "no LLM backend and rule rewrites off: nothing could rewrite")
     if embedder == "auto":
-        from delia.synth.embed import load_embedder
+        from delia.synth.embed import load_embedder  # imports torch, which rule rewrites alone never need
 
         embedder = load_embedder()
     started = time.perf_counter()

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from delia.core.example import Example
+from delia.synth.embed import load_embedder
 
 WORD = re.compile(r"\w+|[^\w\s]", re.UNICODE)
 LENGTH_EDGES = (0, 8, 16, 32, 64, 128, 256, 512, 1024)
@@ -138,8 +139,6 @@ def field_stats(texts: list[str], embedder: Any) -> dict[str, Any]:
 def dataset_stats(examples: list[Example], embedder: Any = "auto") -> dict[str, Any]:
     """Statistics for instructions and responses; embedder "auto": the offline one when installed."""
     if embedder == "auto":
-        from delia.synth.embed import load_embedder
-
         embedder = load_embedder()
     sources = Counter(ex.source for ex in examples)
     return {

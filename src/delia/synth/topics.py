@@ -234,12 +234,6 @@ def _round_robin(
                 yield name, text, topic
 
 
-def builtin_pool_size() -> int:
-    """An upper bound on how many distinct built-in queries exist."""
-    topic_count = sum(len(t) for t in TASK_TEMPLATES.values()) * len(TOPICS)
-    return topic_count + len(NUMERIC_TEMPLATES) * numeric_per_type()
-
-
 def numeric_per_type() -> int:
     return 2 * len(TOPICS) * 3
 

@@ -1,19 +1,23 @@
 """LoRA training with assistant-only labels, packed micro-batches and exact resume.
 
 `train_model(config, examples, out_dir)` loads the model named by the config, adds its special tokens,
-trains and saves `out_dir/adapter`; `load_adapter_model` puts such an adapter back on its base model.
+trains and saves `out_dir/adapter`; `load_adapter_model` puts such an adapter back on its base model
+(the PEFT part: `delia.methods.load_trained` also loads what the method's hooks saved).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from delia.core.config import RunConfig
 from delia.core.example import Example
 from delia.train.artifacts import load_adapter_model, save_artifacts
 from delia.train.hooks import TrainerHooks
 from delia.train.loop import Trained, Trainer, TrainResult
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 __all__ = [
     "TrainResult",
@@ -26,7 +30,7 @@ __all__ = [
 ]
 
 
-def load_for_training(config: RunConfig) -> tuple[Any, Any, list[int]]:
+def load_for_training(config: RunConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, list[int]]:
     """(model, tokenizer, ids of config.tokens.add) with the tokens added and initialised."""
     from delia.core.models import load_model, load_tokenizer
     from delia.train.tokens import add_special_tokens
@@ -42,8 +46,8 @@ def load_for_training(config: RunConfig) -> tuple[Any, Any, list[int]]:
 
 def fit(
     config: RunConfig,
-    model: Any,
-    tokenizer: Any,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
     token_ids: list[int],
     examples: list[Example],
     out_dir: str | Path,
@@ -59,8 +63,7 @@ def fit(
     trainer.runtime.barrier()
     weights = trainer.trainable_weights()
     if trainer.runtime.is_main:
-        save_artifacts(out_dir, trainer.model, tokenizer, config, token_ids, weights)
-        trainer.hooks.save(trainer.model, out_dir / "adapter")
+        save_artifacts(out_dir, trainer.model, tokenizer, config, token_ids, weights, trainer.hooks)
     return Trained(result, trainer.model.eval(), tokenizer)  # eval: no LoRA dropout when generating
 
 

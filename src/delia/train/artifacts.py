@@ -1,75 +1,82 @@
-"""The trained adapter on disk, and loading it back onto its base model."""
+"""The trained adapter on disk, and loading it back onto its base model.
+
+Only the PEFT adapter: what a method saved beside it (TKI's latents) is its hooks' to load back, which
+`delia.methods.load_trained` does."""
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from delia.core.config import RunConfig
 from delia.core.errors import DeliaError
+from delia.core.io import atomic_dir, read_json
+
+if TYPE_CHECKING:
+    import torch
+    from peft import PeftModel
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from delia.train.hooks import TrainerHooks
 
 MANIFEST = "delia_adapter.json"
 
 
 def save_artifacts(
     out_dir: Path,
-    model: Any,
-    tokenizer: Any,
+    model: PeftModel,
+    tokenizer: PreTrainedTokenizerBase,
     config: RunConfig,
     token_ids: list[int],
-    weights: dict[str, Any] | None = None,
+    weights: dict[str, torch.Tensor] | None = None,
+    hooks: TrainerHooks | None = None,
 ) -> Path:
-    """out_dir/adapter: PEFT adapter, tokenizer with its new tokens, config.yaml, delia_adapter.json.
+    """out_dir/adapter: PEFT adapter, tokenizer with its new tokens, config.yaml, delia_adapter.json, and
+    whatever the method's `hooks` save beside them.
 
-    Written to a temp directory and renamed, so a reader never sees half an adapter. `weights`: the trainable
-    parameters gathered whole, where the model holds only shards of them (FSDP).
+    Written to a temp directory and swapped into place, so a reader never sees half an adapter. `weights`:
+    the trainable parameters gathered whole, where the model holds only shards of them (FSDP).
     """
-    import delia
-
     target = out_dir / "adapter"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir, prefix=".adapter."))
-    try:
+    with atomic_dir(target) as tmp:
         # The new rows travel as trainable-token values inside the adapter, so no whole embedding is saved.
         model.save_pretrained(tmp, state_dict=weights, save_embedding_layers=False)
         tokenizer.save_pretrained(tmp)
         (tmp / "config.yaml").write_text(config.to_yaml(), encoding="utf-8")
-        manifest = {
-            "base_model": config.model.name,
-            "new_tokens": {tokenizer.convert_ids_to_tokens(i): i for i in token_ids},
-            "tokens_init": config.tokens.init,
-            "vocab_size": len(tokenizer),
-            "lora": config.lora.model_dump(),
-            "method": config.method,
-            "delia_version": getattr(delia, "__version__", "unknown"),
-        }
+        manifest = adapter_manifest(tokenizer, config, token_ids)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        if target.exists():
-            old = target.with_name(f".adapter.old.{os.getpid()}")
-            os.replace(target, old)
-            shutil.rmtree(old, ignore_errors=True)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    for stale in out_dir.glob(".adapter.*"):  # temp dirs of an earlier run killed while saving
-        shutil.rmtree(stale, ignore_errors=True)
+        if hooks is not None:
+            hooks.save(model, tmp)
     (out_dir / "config.yaml").write_text(config.to_yaml(), encoding="utf-8")
     return target
 
 
+def adapter_manifest(
+    tokenizer: PreTrainedTokenizerBase, config: RunConfig, token_ids: list[int]
+) -> dict[str, Any]:
+    """What delia_adapter.json records: the base model, the new tokens, the LoRA and the method."""
+    import delia
+
+    return {
+        "base_model": config.model.name,
+        "new_tokens": {tokenizer.convert_ids_to_tokens(i): i for i in token_ids},
+        "tokens_init": config.tokens.init,
+        "vocab_size": len(tokenizer),
+        "lora": config.lora.model_dump(),
+        "method": config.method,
+        "delia_version": getattr(delia, "__version__", "unknown"),
+    }
+
+
 def read_manifest(adapter_dir: str | Path) -> dict[str, Any]:
-    path = Path(adapter_dir) / MANIFEST
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    """The adapter's delia_adapter.json, or {} when it has none."""
+    return read_json(Path(adapter_dir) / MANIFEST) or {}
 
 
 def load_adapter_model(
     model_spec: str, adapter_dir: str | Path | None, device: str = "cpu"
-) -> tuple[Any, Any]:
+) -> tuple[PreTrainedModel | PeftModel, PreTrainedTokenizerBase]:
     """Base model + tokenizer (the adapter's, so new tokens exist) + adapter, in eval mode.
 
     Without `adapter_dir` this is the plain base model, so a baseline goes through the same path.
@@ -97,8 +104,4 @@ def load_adapter_model(
     if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
         model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
     model = PeftModel.from_pretrained(model, str(adapter_dir))
-    from delia.methods.tki.artifacts import attach_saved_latents, is_tki_adapter
-
-    if is_tki_adapter(adapter_dir):  # TKI: latent increments with retrieval, on top of the PEFT adapter
-        attach_saved_latents(model, tokenizer, adapter_dir, device)
     return model.eval(), tokenizer

@@ -10,10 +10,13 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 NAME = "delia_packed"
 
@@ -60,7 +63,7 @@ def register() -> None:
 
 
 @contextmanager
-def packed_attention_for(model: Any) -> Iterator[bool]:
+def packed_attention_for(model: PreTrainedModel) -> Iterator[bool]:
     """Switch the model to packed attention for training and back; yields False when the model's
     attention cannot be swapped (older architectures), so the caller pads instead.
 

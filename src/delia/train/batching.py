@@ -23,12 +23,6 @@ class StepPlan:
         return len(self.steps)
 
 
-def count_steps(n_examples: int, effective_batch: int, epochs: float, max_steps: int | None) -> int:
-    if max_steps is not None:
-        return max_steps
-    return math.ceil(round(epochs * n_examples) / effective_batch)
-
-
 def plan_steps(
     n_examples: int,
     effective_batch: int,

@@ -1,24 +1,29 @@
 """Checkpoints that a resumed run continues from exactly: trainable weights, optimizer, scheduler, RNG, step.
 
-Each checkpoint is written into a temp directory and renamed into place, so a crash leaves either the
-previous checkpoint or the new one, never a half-written one. The trainable weights are stored by parameter
-name in full precision (what resuming needs); a standard PEFT adapter sits beside them for inspection.
+Each checkpoint is written into a temp directory and swapped into place (`delia.core.io.atomic_dir`), so a
+crash leaves either the previous checkpoint or the new one, never a half-written one. The trainable weights
+are stored by parameter name in full precision (what resuming needs); a standard PEFT adapter sits beside
+them for inspection.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+from safetensors.torch import load_file, save_file
 
 from delia.core.errors import DeliaError
+from delia.core.io import atomic_dir
+from delia.train.sharding import copy_full_tensor
+
+if TYPE_CHECKING:
+    from peft import PeftModel
 
 PREFIX = "step-"
 KEEP = 2  # checkpoints kept on disk; older ones are removed after a newer one is complete
@@ -54,32 +59,22 @@ def set_rng_state(state: dict[str, Any]) -> None:
 def save_checkpoint(
     root: Path,
     step: int,
-    model: Any,
+    model: PeftModel,
     weights: dict[str, torch.Tensor],
     optimizer_state: dict[str, Any],
-    scheduler: Any,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
     state: dict[str, Any],
 ) -> Path:
     """Write checkpoint `step` atomically and prune old ones; returns its directory. `weights` are the
     trainable parameters, whole (gathered from their shards under FSDP), by name."""
-    from safetensors.torch import save_file
-
-    root.mkdir(parents=True, exist_ok=True)
     target = checkpoint_dir(root, step)
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{target.name}."))
-    try:
+    with atomic_dir(target) as tmp:
         save_file(weights, str(tmp / "trainable.safetensors"))
         torch.save(optimizer_state, tmp / "optimizer.pt")
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         torch.save(rng_state(), tmp / "rng.pt")
         model.save_pretrained(tmp / "adapter", state_dict=weights, save_embedding_layers=False)
         (tmp / "state.json").write_text(json.dumps({**state, "step": step}, indent=2) + "\n")
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     _prune(root)
     return target
 
@@ -88,7 +83,7 @@ def _prune(root: Path) -> None:
     done = sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX))
     for old in done[:-KEEP]:
         shutil.rmtree(old, ignore_errors=True)
-    for stale in root.glob(f".{PREFIX}*"):  # temp dirs of a run killed mid-write
+    for stale in root.glob(f".{PREFIX}*"):  # temp and swapped-out dirs of a run killed mid-write
         shutil.rmtree(stale, ignore_errors=True)
 
 
@@ -101,9 +96,7 @@ class Saved:
     optimizer_state: dict[str, Any]
     state: dict[str, Any]  # fingerprint, elapsed, step...
 
-    def restore_weights(self, model: Any) -> None:
-        from delia.train.sharding import copy_full_tensor
-
+    def restore_weights(self, model: torch.nn.Module) -> None:
         params = dict(model.named_parameters())
         missing = [name for name, p in params.items() if p.requires_grad and name not in self.weights]
         if missing or any(name not in params for name in self.weights):
@@ -115,10 +108,8 @@ class Saved:
             copy_full_tensor(params[name], tensor)
 
 
-def read_checkpoint(path: Path, scheduler: Any) -> Saved:
+def read_checkpoint(path: Path, scheduler: torch.optim.lr_scheduler.LRScheduler) -> Saved:
     """Read a checkpoint written by `save_checkpoint`; restores the scheduler and the RNG states at once."""
-    from safetensors.torch import load_file
-
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
     set_rng_state(torch.load(path / "rng.pt", weights_only=True))  # tensors and python's tuple of ints
     return Saved(

@@ -8,12 +8,15 @@ turns, e.g. by stripping thoughts, are refused rather than mislabelled).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from delia.core.errors import DeliaError
 from delia.core.example import Example
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 IGNORE = -100
 
@@ -40,7 +43,7 @@ class EncodeStats:
     dropped: int = 0  # nothing left to learn after truncation
 
 
-def render_pair(example: Example, tokenizer: Any) -> tuple[str, str]:
+def render_pair(example: Example, tokenizer: PreTrainedTokenizerBase) -> tuple[str, str]:
     """(prompt text, full text) through the tokenizer's chat template."""
     if example.messages[-1]["role"] != "assistant":
         raise DeliaError(f"example {example.id} has no final assistant turn to train on")
@@ -57,7 +60,10 @@ def render_pair(example: Example, tokenizer: Any) -> tuple[str, str]:
 
 
 def encode_examples(
-    examples: list[Example], tokenizer: Any, max_length: int, stats: EncodeStats | None = None
+    examples: list[Example],
+    tokenizer: PreTrainedTokenizerBase,
+    max_length: int,
+    stats: EncodeStats | None = None,
 ) -> list[Encoded]:
     """Tokenise in one batched call; examples with no label left after truncation are dropped."""
     pairs = [render_pair(example, tokenizer) for example in examples]

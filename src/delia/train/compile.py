@@ -11,20 +11,23 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from delia.train.loss import causal_lm_of, decoder_of
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 log = logging.getLogger(__name__)
 
 
-def decoder_layers(model: Any) -> list[Any]:
+def decoder_layers(model: PreTrainedModel) -> list[Any]:
     layers = getattr(decoder_of(causal_lm_of(model)), "layers", None)
     return list(layers) if layers is not None else []
 
 
 @contextmanager
-def compiled_layers(model: Any, enabled: bool) -> Iterator[None]:
+def compiled_layers(model: PreTrainedModel, enabled: bool) -> Iterator[None]:
     layers = decoder_layers(model) if enabled else []
     if enabled and not layers:
         log.warning("train.compile: this architecture has no `layers` list to compile; running eager")

@@ -15,12 +15,13 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from tqdm.auto import tqdm
 
 from delia.core.config import RunConfig, effective_batch_size
+from delia.core.errors import DeliaError
 from delia.core.example import Example
 from delia.core.models import autocast
 from delia.generation.threads import ThreadPolicy
@@ -36,6 +37,9 @@ from delia.train.loss import LabelLoss, LossOutput
 from delia.train.precision import autocast_is_bf16, bf16_frozen_weights
 from delia.train.runtime import Runtime
 from delia.train.sharding import full_tensors, load_optimizer_state, optimizer_state
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
 @dataclass
@@ -58,8 +62,8 @@ class Trained:
     """A finished run: the result plus the in-memory PEFT model and tokenizer."""
 
     result: TrainResult
-    model: Any
-    tokenizer: Any
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
 
 
 @dataclass
@@ -104,8 +108,8 @@ class Trainer:
     def __init__(
         self,
         config: RunConfig,
-        model: Any,
-        tokenizer: Any,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
         token_ids: list[int],
         examples: list[Example],
         out_dir: Path,
@@ -117,8 +121,6 @@ class Trainer:
         self.hooks = hooks or TrainerHooks()
         self.runtime = Runtime.create(config.model.device)
         if self.runtime.sharded and type(self.hooks) is not TrainerHooks:
-            from delia.core.errors import DeliaError
-
             # Gradient surgery and extra losses see whole gradients and weights; under FSDP they hold shards.
             raise DeliaError(f"method {config.method!r} changes training itself and runs under DDP, not FSDP")
         self.threads = ThreadPolicy(
@@ -246,8 +248,6 @@ class Trainer:
             return 0, 0.0
         saved = checkpoint.read_checkpoint(latest, self.scheduler)
         if saved.state.get("fingerprint") != self.fingerprint:
-            from delia.core.errors import DeliaError
-
             raise DeliaError(
                 f"{latest} was made with other data or train settings; "
                 f"remove {latest.parent} or drop --resume"

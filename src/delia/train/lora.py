@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from delia.core.config import LoraConfig as LoraSection
 
+if TYPE_CHECKING:
+    from peft import PeftModel
+    from transformers import PreTrainedModel
+
 log = logging.getLogger(__name__)
 
 
-def module_name(model: Any, module: Any) -> str:
+def module_name(model: PreTrainedModel, module: Any) -> str:
     """The attribute name under which `module` sits in `model` (e.g. "embed_tokens", "lm_head")."""
     for name, candidate in model.named_modules():
         if candidate is module:
@@ -20,7 +24,7 @@ def module_name(model: Any, module: Any) -> str:
     raise ValueError("module not found in model")
 
 
-def is_tied(model: Any) -> bool:
+def is_tied(model: PreTrainedModel) -> bool:
     output = model.get_output_embeddings()
     return output is None or output.weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
 
@@ -31,7 +35,7 @@ def _targets(cfg: LoraSection) -> str | list[str]:
     )
 
 
-def wrap_lora(model: Any, cfg: LoraSection, token_ids: list[int]) -> Any:
+def wrap_lora(model: PreTrainedModel, cfg: LoraSection, token_ids: list[int]) -> PeftModel:
     """A PEFT model with LoRA on `cfg.target_modules`; rows `token_ids` of the embedding (and of an untied
     output matrix) trainable through `trainable_token_indices`, or `modules_to_save` on older PEFT."""
     from peft import LoraConfig, get_peft_model
@@ -59,7 +63,7 @@ def wrap_lora(model: Any, cfg: LoraSection, token_ids: list[int]) -> Any:
     return peft_model
 
 
-def _freeze_other_rows(peft_model: Any, token_ids: list[int]) -> None:
+def _freeze_other_rows(peft_model: PeftModel, token_ids: list[int]) -> None:
     """modules_to_save trains every row: zero the gradient of all rows but the new tokens'."""
     base = peft_model.get_base_model()
     for module in {id(m): m for m in (base.get_input_embeddings(), base.get_output_embeddings())}.values():
@@ -71,11 +75,11 @@ def _freeze_other_rows(peft_model: Any, token_ids: list[int]) -> None:
             weight.register_hook(lambda grad, keep=keep: grad * keep)
 
 
-def trainable_parameters(model: Any) -> list[tuple[str, torch.nn.Parameter]]:
+def trainable_parameters(model: PreTrainedModel) -> list[tuple[str, torch.nn.Parameter]]:
     return [(name, p) for name, p in model.named_parameters() if p.requires_grad]
 
 
-def adapter_parameters(model: Any) -> list[tuple[str, torch.nn.Parameter]]:
+def adapter_parameters(model: PreTrainedModel) -> list[tuple[str, torch.nn.Parameter]]:
     """What the adapter file holds: PEFT names each of its tensors after the adapter ("lora_A.default.weight",
     "trainable_tokens_delta.default"), frozen or not."""
     adapter = getattr(model, "active_adapter", "default")

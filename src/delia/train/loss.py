@@ -9,12 +9,15 @@ the model's own (possibly PEFT-wrapped) module, so trainable token rows stay in 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 
 from delia.train.collate import IGNORE, MicroBatch
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 
 @dataclass
@@ -28,7 +31,7 @@ class LossOutput:
     logits: torch.Tensor  # (n_labels, vocab) at label positions only
 
 
-def causal_lm_of(model: Any) -> Any:
+def causal_lm_of(model: PreTrainedModel) -> Any:
     """The transformers *ForCausalLM under any PEFT / DDP wrapping."""
     while True:
         if hasattr(model, "get_base_model"):
@@ -57,7 +60,7 @@ def finish_logits(config: Any, logits: torch.Tensor) -> torch.Tensor:
 class LabelLoss(torch.nn.Module):
     """Wraps the (PEFT) model so that one module's forward is the whole loss: DDP needs exactly that."""
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: PreTrainedModel) -> None:
         super().__init__()
         self.model = model
 

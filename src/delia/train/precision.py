@@ -11,19 +11,22 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 
 from delia.core.models import autocast
 from delia.train.loss import causal_lm_of, decoder_of
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
 
 def autocast_is_bf16(device: str, mode: str) -> bool:
     return not isinstance(autocast(device, mode), contextlib.nullcontext)
 
 
-def frozen_linears(model: Any) -> list[torch.nn.Linear]:
+def frozen_linears(model: PreTrainedModel) -> list[torch.nn.Linear]:
     """Frozen float32 nn.Linear modules inside the decoder (the output head and embeddings excluded)."""
     decoder = decoder_of(causal_lm_of(model))
     return [
@@ -36,7 +39,7 @@ def frozen_linears(model: Any) -> list[torch.nn.Linear]:
 
 
 @contextlib.contextmanager
-def bf16_frozen_weights(model: Any, enabled: bool) -> Iterator[None]:
+def bf16_frozen_weights(model: PreTrainedModel, enabled: bool) -> Iterator[None]:
     originals: list[tuple[torch.nn.Linear, torch.Tensor]] = []
     if enabled:
         for module in frozen_linears(model):

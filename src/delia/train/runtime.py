@@ -9,7 +9,9 @@ from typing import Any
 
 import torch
 
+from delia.core.errors import DeliaError
 from delia.core.models import pick_device
+from delia.train.sharding import shard_model
 
 UNSUPPORTED = ("DEEPSPEED", "MEGATRON_LM", "XLA")
 
@@ -36,8 +38,6 @@ class Runtime:
         accelerator = Accelerator(cpu=pick_device(device) == "cpu")
         kind = accelerator.distributed_type.value
         if kind in UNSUPPORTED:
-            from delia.core.errors import DeliaError
-
             # The loop runs backward and the optimizer step itself; DeepSpeed's engine must own both.
             raise DeliaError(
                 f"delia train runs under accelerate with DDP or FSDP; {kind} is not supported. For sharded "
@@ -58,8 +58,6 @@ class Runtime:
         if self.accelerator is None:
             return module
         if self.sharded:
-            from delia.train.sharding import shard_model
-
             return shard_model(module, self.device, self.world, bf16)
         return self.accelerator.prepare(module)
 

@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from torch.distributed.tensor import DTensor, distribute_tensor
 
+from delia.core.errors import DeliaError
+
 
 def shard_model(loss_module: torch.nn.Module, device: str, world: int, bf16: bool) -> torch.nn.Module:
     """Shard every decoder layer and then the rest (embeddings, norm, head) across `world` ranks, in place."""
@@ -36,8 +38,6 @@ def decoder_layers(module: torch.nn.Module) -> list[torch.nn.Module]:
         names.update(getattr(sub, "_no_split_modules", None) or [])
     layers = [sub for sub in module.modules() if type(sub).__name__ in names]
     if not layers:
-        from delia.core.errors import DeliaError
-
         raise DeliaError("FSDP: found no decoder layers to shard (the model declares no _no_split_modules)")
     return layers
 

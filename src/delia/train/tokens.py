@@ -7,15 +7,21 @@ that assume "new rows are the last rows" write the wrong rows there.
 
 from __future__ import annotations
 
-from typing import Any
+import inspect
+from typing import TYPE_CHECKING
 
 import torch
 
 from delia.core.config import TokensConfig
 from delia.core.errors import DeliaError
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-def add_special_tokens(model: Any, tokenizer: Any, cfg: TokensConfig, *, seed: int = 0) -> list[int]:
+
+def add_special_tokens(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, cfg: TokensConfig, *, seed: int = 0
+) -> list[int]:
     """Add `cfg.add` as additional special tokens, resize, initialise the new rows; return the new ids."""
     new_tokens = [token for token in dict.fromkeys(cfg.add) if token not in tokenizer.get_vocab()]
     if not new_tokens:
@@ -38,10 +44,8 @@ def add_special_tokens(model: Any, tokenizer: Any, cfg: TokensConfig, *, seed: i
     return new_ids
 
 
-def _register_special(tokenizer: Any, tokens: list[str]) -> None:
+def _register_special(tokenizer: PreTrainedTokenizerBase, tokens: list[str]) -> None:
     # transformers 5 renamed "additional_special_tokens" to "extra_special_tokens"; accept both versions.
-    import inspect
-
     if "replace_extra_special_tokens" in inspect.signature(tokenizer.add_special_tokens).parameters:
         tokenizer.add_special_tokens(
             {"additional_special_tokens": tokens}, replace_extra_special_tokens=False
@@ -52,7 +56,7 @@ def _register_special(tokenizer: Any, tokens: list[str]) -> None:
         )
 
 
-def _resize(model: Any, n_tokens: int, *, mean_resizing: bool, seed: int) -> bool:
+def _resize(model: PreTrainedModel, n_tokens: int, *, mean_resizing: bool, seed: int) -> bool:
     """Grow the embeddings to `n_tokens` rows, never shrink a padded matrix; True when rows were added."""
     if n_tokens <= model.get_input_embeddings().weight.shape[0]:
         return False
@@ -62,7 +66,7 @@ def _resize(model: Any, n_tokens: int, *, mean_resizing: bool, seed: int) -> boo
     return True
 
 
-def _embedding_matrices(model: Any) -> list[torch.Tensor]:
+def _embedding_matrices(model: PreTrainedModel) -> list[torch.Tensor]:
     """The input embedding, plus the output projection when it is a separate (untied) matrix."""
     matrices = [model.get_input_embeddings().weight]
     output = model.get_output_embeddings()
@@ -71,7 +75,9 @@ def _embedding_matrices(model: Any) -> list[torch.Tensor]:
     return matrices
 
 
-def _description_ids(tokenizer: Any, description: str | None, exclude: set[int]) -> list[int]:
+def _description_ids(
+    tokenizer: PreTrainedTokenizerBase, description: str | None, exclude: set[int]
+) -> list[int]:
     ids = [i for i in tokenizer(description or "", add_special_tokens=False)["input_ids"] if i not in exclude]
     if not ids:
         raise DeliaError(

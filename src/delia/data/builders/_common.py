@@ -58,6 +58,13 @@ def instructions_from_file(path: str) -> list[str]:
     return list(seen)
 
 
+def options_and_file(
+    cls: type[Options], builder: str, path: str | None, options: dict[str, Any], field: str
+) -> tuple[Any, str]:
+    """A file-reading builder's validated options and its existing input file."""
+    return parse_options(cls, options, field), require_path(path, builder, field)
+
+
 def require_path(path: str | None, builder: str, field: str) -> str:
     if not path:
         raise ConfigError(field, f"the {builder!r} builder needs a file of raw records")

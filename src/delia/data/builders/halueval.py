@@ -16,8 +16,7 @@ from delia.core.registry import TASK_BUILDERS
 from delia.data.builders._common import (
     Options,
     instructions_from_file,
-    parse_options,
-    require_path,
+    options_and_file,
     stable_pick,
     window,
 )
@@ -147,8 +146,7 @@ def teacher_thoughts(rows: list[dict[str, str]], options: HaluevalOptions) -> li
 def build_halueval(
     path: str | None, options: dict[str, Any], field: str = "builder_options"
 ) -> list[Example]:
-    opts: HaluevalOptions = parse_options(HaluevalOptions, options, field)
-    path = require_path(path, "halueval", field)
+    opts, path = options_and_file(HaluevalOptions, "halueval", path, options, field)
     excluded = set()
     if opts.exclude_queries_from:
         for line_row in iter_json_records(opts.exclude_queries_from):

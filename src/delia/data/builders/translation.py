@@ -7,7 +7,7 @@ from typing import Any, Literal
 from delia.core.errors import DataError
 from delia.core.example import Example
 from delia.core.registry import TASK_BUILDERS
-from delia.data.builders._common import Options, parse_options, require_path, stable_pick, window
+from delia.data.builders._common import Options, options_and_file, stable_pick, window
 from delia.data.io import iter_json_records
 
 LANGUAGES = {"en": "English", "is": "Icelandic"}
@@ -33,8 +33,7 @@ class TranslationOptions(Options):
 def build_translation(
     path: str | None, options: dict[str, Any], field: str = "builder_options"
 ) -> list[Example]:
-    opts: TranslationOptions = parse_options(TranslationOptions, options, field)
-    path = require_path(path, "translation", field)
+    opts, path = options_and_file(TranslationOptions, "translation", path, options, field)
     src_code, tgt_code = opts.direction.split("-")
     templates = opts.instructions or TRANSLATION_INSTRUCTIONS
     pairs = []

@@ -4,8 +4,8 @@
   tki_latents.safetensors   keys, training-mean centre, every target's stacked A and B
 
 The model `delia eval` scores is base + task LoRA (PEFT) + latent increments with retrieval from the
-prompt: `delia.train.load_adapter_model` loads the PEFT part and calls `attach_saved_latents` when the
-marker exists; `load_tki_model` is the same, refusing directories without the marker.
+prompt: `delia.methods.load_trained` loads the PEFT part, then `TkiHooks.load` calls
+`attach_saved_latents` when the marker exists.
 """
 
 from __future__ import annotations
@@ -87,16 +87,3 @@ def attach_saved_latents(model: Any, tokenizer: Any, adapter_dir: str | Path, de
     adapter.to(device)
     adapter.attach(model, tokenizer)
     return adapter
-
-
-def load_tki_model(model_spec: str, adapter_dir: str | Path, device: str = "cpu") -> tuple[Any, Any]:
-    """Base model + task LoRA + latent increments, eval mode, retrieval from each prompt.
-
-    `delia.train.load_adapter_model` does the PEFT part and, seeing the marker, calls attach_saved_latents;
-    this entry point only insists that the directory really is a TKI artefact.
-    """
-    from delia.train import load_adapter_model
-
-    if not is_tki_adapter(adapter_dir):
-        raise DeliaError(f"{adapter_dir} holds no TKI artefact ({MARKER} is missing)")
-    return load_adapter_model(model_spec, adapter_dir, device)

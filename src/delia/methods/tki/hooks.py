@@ -1,5 +1,5 @@
 """TKI's trainer hooks: set up latent task adaptation and KR stage one, add the KR objective (with PCGrad)
-to every micro-batch, and save the artefact next to the task LoRA."""
+to every micro-batch, save the artefact next to the task LoRA and load it back."""
 
 from __future__ import annotations
 
@@ -15,20 +15,23 @@ from tqdm.auto import tqdm
 from delia.core.errors import ConfigError
 from delia.core.example import Example
 from delia.methods.tki import kr, pcgrad
-from delia.methods.tki.artifacts import save_tki
+from delia.methods.tki.artifacts import attach_saved_latents, is_tki_adapter, save_tki
 from delia.methods.tki.encoder import BaseModelEncoder, default_cache_dir, make_encoder
 from delia.methods.tki.lta import LatentAdapter, LatentSpec, find_targets
 from delia.methods.tki.routing import UserTurnExtractor
 from delia.train import TrainerHooks
 
 if TYPE_CHECKING:
+    from peft import PeftModel
+    from transformers import PreTrainedTokenizerBase
+
     from delia.core.config import RunConfig
 
 
 class TkiHooks(TrainerHooks):
     def __init__(self, config: RunConfig) -> None:
         self.config = config
-        self.options = config.tki
+        self.options = config.options("tki")
         self.adapter: LatentAdapter | None = None
         self.reinstated: dict[str, torch.Tensor] = {}  # example id -> q (input span, hidden)
         self.stats: dict[str, Any] = {
@@ -156,13 +159,20 @@ class TkiHooks(TrainerHooks):
             **self.stats,
         }
 
-    def save(self, model: Any, adapter_dir: Path) -> None:
+    def save(self, model: PeftModel, adapter_dir: Path) -> None:
         save_tki(adapter_dir, self.adapter, self.summary())
+
+    @classmethod
+    def load(
+        cls, model: PeftModel, tokenizer: PreTrainedTokenizerBase, adapter_dir: Path, device: str
+    ) -> None:
+        if is_tki_adapter(adapter_dir):  # the latent increments with retrieval, on top of the PEFT adapter
+            attach_saved_latents(model, tokenizer, adapter_dir, device)
 
 
 def build_latents(model: Any, tokenizer: Any, examples: list[Example], config: RunConfig) -> LatentAdapter:
     """Encode the training inputs, split them into groups at random, attach the latent increments."""
-    options = config.tki
+    options = config.options("tki")
     if not 1 <= options.top_k <= options.latents:
         raise ConfigError("tki.top_k", f"must be between 1 and tki.latents ({options.latents})")
     if options.groups < 1 or options.rank < 1:

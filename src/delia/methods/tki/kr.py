@@ -182,8 +182,3 @@ def _frozen(model: Any) -> Iterator[None]:
         yield
     finally:
         model.train(was_training)
-
-
-def kr_objective(ce_reinstated: torch.Tensor, ce_original: torch.Tensor, alpha: float) -> torch.Tensor:
-    """alpha * mean_i max(CE(q_i), CE(x_i)): the harder of the two readings of each example."""
-    return alpha * torch.maximum(ce_reinstated, ce_original).mean()

@@ -11,7 +11,8 @@ import pytest
 
 from delia.core.config import RunConfig, build_config
 from delia.core.errors import ConfigError
-from delia.pipeline import STAGES, read_manifest, run, summary_row
+from delia.pipeline import STAGE_NAMES, run, summary_row
+from delia.pipeline.cache import read_manifest
 
 STAGE_DIRS = ("task", "diversify", "sample", "mix", "train", "eval")
 
@@ -49,7 +50,9 @@ def tiny_config(model_dir: Path, run_dir: Path, **changes: Any) -> RunConfig:
 
 def stage_stamps(run_dir: Path) -> dict[str, str]:
     return {
-        name: read_manifest(run_dir / name)["finished_at"] for name in STAGES if (run_dir / name).exists()
+        name: read_manifest(run_dir / name)["finished_at"]
+        for name in STAGE_NAMES
+        if (run_dir / name).exists()
     }
 
 
@@ -93,7 +96,7 @@ def test_identical_rerun_recomputes_nothing_and_loads_no_model(
         raise AssertionError("a cached rerun loaded a model")
 
     monkeypatch.setattr("delia.core.models.load_model", no_loading)
-    monkeypatch.setattr("delia.train.load_adapter_model", no_loading)
+    monkeypatch.setattr("delia.pipeline.stages.evaluate.load_trained", no_loading)
     lines: list[str] = []
     run(tiny_config(tiny_model_dir, delia_run.parent), log=lines.append)
     assert stage_stamps(delia_run) == before
@@ -121,7 +124,7 @@ def test_a_crash_never_leaves_a_stage_looking_finished(
         raise RuntimeError("killed")
 
     old_hash = read_manifest(copy / "eval")["hash"]
-    monkeypatch.setattr("delia.evaluate.evaluate_model", crash)
+    monkeypatch.setattr("delia.pipeline.stages.evaluate.evaluate_model", crash)
     config = tiny_config(tiny_model_dir, tmp_path, eval__max_new_tokens=4)
     with pytest.raises(RuntimeError, match="killed"):
         run(config, log=lambda line: None)
@@ -169,49 +172,6 @@ def test_base_method_evaluates_without_training(tiny_model_dir: Path, tmp_path: 
     assert summary_row(base)["steps"] == 0
 
 
-def test_demo_legs_share_the_task_and_differ_in_method(tmp_path: Path) -> None:
-    from delia.core.config import load_config
-    from delia.demo import LEGS, leg_configs
-
-    base = load_config(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml")
-    legs = leg_configs(base, tmp_path)
-    assert [leg.method for leg in legs] == list(LEGS)
-    assert len({leg.stage_hash("task", "seed") for leg in legs}) == 1
-    matched = legs[LEGS.index("common_it_matched")]
-    assert matched.matched_to == str(tmp_path / "delia")
-    assert "<sep>" in base.tokens.add and base.task.builder == base.eval.builder == "demo"
-
-
-def test_demo_probe_scoring_counts_facts_and_json_leaks() -> None:
-    from delia.demo import score_probe
-
-    expected = [
-        {"kind": "general", "answers": ["7", "seven"]},
-        {"kind": "general", "answers": ["ice"]},
-        {"kind": "plain", "answers": ["oslo"]},
-        {"kind": "plain", "answers": ["lima"]},
-    ]
-    predictions = ["About 93.7 million.", "It is called ice.", '{"name": "A", "city": "Oslo"}', "In Lima."]
-    figures, rows = score_probe(predictions, expected)
-    assert figures == {"general_correct": 0.5, "general_json": 0.0, "plain_correct": 1.0, "plain_json": 0.5}
-    assert [r["json"] for r in rows] == [False, False, True, False]
-
-
-def test_field_accuracy_needs_every_value(tmp_path: Path) -> None:
-    from delia.demo import field_accuracy
-
-    reference = '{"name": "Mara Lind", "city": "Oslo", "job": "baker"}'
-    rows = [
-        {"prediction": reference, "reference": reference},
-        {"prediction": '{"name": "Mara Lind", "city": "Oslo", "job": "pilot"}', "reference": reference},
-        {"prediction": "Mara Lind lives in Oslo.", "reference": reference},
-        {"prediction": "{'name': 'Mara Lind', 'city': 'Oslo', 'job': 'baker'}", "reference": reference},
-    ]
-    (tmp_path / "eval").mkdir()
-    (tmp_path / "eval" / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    assert field_accuracy(tmp_path) == 0.5
-
-
 @pytest.mark.slow
 def test_embedded_model_trains_and_evaluates_one_step(tmp_path: Path) -> None:
     from delia.core.models import EMBEDDED
@@ -244,3 +204,46 @@ def test_methods_command_lists_every_registered_method() -> None:
     assert listed == available()
     for name in ("delia", "common_it", "common_it_matched", "base"):
         assert listed[name]
+
+
+def test_a_methods_own_stage_is_cached_and_its_directory_reaches_the_plan(
+    tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from delia.core.stage import Stage, StageContext
+    from delia.methods.base import Method, MethodPlan
+
+    def write_notes(context: StageContext, out: Path) -> dict[str, Any]:
+        (out / "notes.txt").write_text(f"seed {context.config.seed}")
+        return {"counts": {"notes": 1}}
+
+    seen: list[str] = []
+
+    class WithNotes(Method):  # no name: not registered, handed to the pipeline below
+        def stages(self, config: RunConfig) -> list[Stage]:
+            return [Stage("notes", ("seed",), write_notes)]
+
+        def plan(self, config: RunConfig, task: Any, stage_dirs: Any = None) -> MethodPlan:
+            seen.append((stage_dirs["notes"] / "notes.txt").read_text())
+            return MethodPlan(use_diverse=False, diversify=False, train=False)
+
+    monkeypatch.setattr("delia.pipeline.driver.get_method", lambda name: WithNotes())
+    config = tiny_config(tiny_model_dir, tmp_path, method="base", eval__limit=1)
+    run_dir = run(config, log=lambda line: None)
+    lines: list[str] = []
+    run(config, log=lines.append)
+    assert seen == ["seed 0", "seed 0"]
+    assert read_manifest(run_dir / "notes")["counts"] == {"notes": 1}
+    assert any(line.startswith("notes") and "cached" in line for line in lines)
+
+
+def test_demo_general_probe_is_a_cached_stage_of_a_finished_run(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from delia.demo import stage_general
+
+    config = tiny_config(tiny_model_dir, tmp_path, name="base", method="base", eval__limit=1)
+    run_dir = run(config, log=lambda line: None)
+    figures = stage_general(run_dir, config, lambda line: None)
+    assert set(figures) == {"general_correct", "general_json", "plain_correct", "plain_json"}
+    lines: list[str] = []
+    assert stage_general(run_dir, config, lines.append) == figures
+    assert any(line.startswith("general") and "cached" in line for line in lines)
+    assert read_manifest(run_dir / "general")["counts"]["prompts"] > 0

@@ -248,7 +248,7 @@ def test_sigkilled_sampling_run_rerun_answers_every_query_once(tmp_path: Path) -
     script = tmp_path / "run.py"
     script.write_text(KILL_SCRIPT)
     out = tmp_path / "s.jsonl"
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src")}
     proc = subprocess.Popen(
         [sys.executable, str(script), str(out), "0.3"], env=env, stderr=subprocess.DEVNULL
     )

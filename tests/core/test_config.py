@@ -141,3 +141,33 @@ def test_stage_hash_is_stable_and_sensitive() -> None:
     # The same values however they were given (kwargs, overrides in another order) give the same key.
     built = RunConfig(mix=MixConfig(seed=1, ratio=10.0))
     assert built.stage_hash("mix") == load_config(None, ["mix.ratio=10", "mix.seed=1"]).stage_hash("mix")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["train.epochs=0"], r"config train\.epochs \(overrides\): Input should be greater than 0"),
+        (["train.lr=-1e-4"], r"config train\.lr \(overrides\): Input should be greater than 0"),
+        (
+            ["train.micro_batch_size=0"],
+            r"config train\.micro_batch_size \(overrides\): .*greater than or equal to 1",
+        ),
+        (["train.batch_size=0"], r"config train\.batch_size \(overrides\): .*greater than or equal to 1"),
+        (["train.max_length=0"], r"config train\.max_length"),
+        (["train.warmup_ratio=1.5"], r"config train\.warmup_ratio \(overrides\): .*less than or equal to 1"),
+        (["eval.batch_size=0"], r"config eval\.batch_size"),
+        (["diversify.k=0"], r"config diversify\.k"),
+        (["sample.sampling.top_p=0"], r"config sample\.sampling\.top_p"),
+        (["fact_based.n_facts=0"], r"config fact_based\.n_facts"),
+    ],
+)
+def test_bad_values_fail_at_load(overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, overrides)
+
+
+def test_values_at_the_edges_are_valid() -> None:
+    config = load_config(None, ["train.epochs=0.5", "train.batch_size=3", "train.micro_batch_size=2"])
+    assert config.train.epochs == 0.5  # fractional epochs train on part of the data
+    assert config.train.batch_size == 3  # the last micro-batch of a step may be short
+    assert load_config(None, ["train.warmup_ratio=0", "train.max_grad_norm=null"]).train.max_grad_norm is None

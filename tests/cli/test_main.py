@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from delia.cli import main
-from delia.data import Example, write_jsonl
+from delia.core.example import Example
+from delia.data import write_jsonl
 
 DELIA = Path(sys.executable).parent / "delia"
 TURNS = [{"role": "user", "content": "Say hi <sep>"}, {"role": "assistant", "content": "hi"}]

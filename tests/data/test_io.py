@@ -13,7 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from delia.core.errors import DataError
-from delia.data import AppendLog, Example, read_examples, read_examples_with_format, write_json, write_jsonl
+from delia.core.example import Example
+from delia.core.io import write_json
+from delia.data import AppendLog, read_examples, read_examples_with_format, write_jsonl
 
 TURNS = [{"role": "user", "content": "Say hi"}, {"role": "assistant", "content": "hi"}]
 

@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 
 from delia.core.config import EvalConfig
 from delia.core.errors import DeliaError
-from delia.data import Example, write_jsonl
+from delia.core.example import Example
+from delia.data import write_jsonl
 from delia.evaluate import evaluate_model
 
 

@@ -14,8 +14,9 @@ import typer
 from typer.testing import CliRunner
 
 from delia.core.errors import DeliaError
-from delia.data import Example, write_jsonl
-from delia.probe import divergent, gradients, losscurve, repr
+from delia.core.example import Example
+from delia.data import write_jsonl
+from delia.probe import divergent, gradients, losscurve, plots, repr
 from delia.probe.loading import load_model_and_tokenizer, probe_targets
 
 SEP = "<sep>"
@@ -302,8 +303,8 @@ def test_losscurve_reads_the_train_modules_eval_loss(tmp_path: Path) -> None:
 
 
 def test_moving_average() -> None:
-    assert losscurve.moving_average([1, 2, 3, 4], 2) == [1, 1.5, 2.5, 3.5]
-    assert losscurve.moving_average([1, 2], 1) == [1, 2]
+    assert plots.moving_average([1, 2, 3, 4], 2) == [1, 1.5, 2.5, 3.5]
+    assert plots.moving_average([1, 2], 1) == [1, 2]
 
 
 def test_losscurve_without_any_loss_is_an_error(tmp_path: Path) -> None:

@@ -10,25 +10,13 @@ from typing import Any
 import pytest
 import torch
 
-from delia.core.config import FactOptions, MixConfig, RunConfig
+from delia.core.config import MixConfig, RunConfig, build_config
 from delia.core.errors import ConfigError, DeliaError
 from delia.core.example import Example
 from delia.data.io import read_examples, write_jsonl
-from delia.methods import available, get_method
+from delia.methods import get_method
+from delia.methods.fact_based import FactOptions
 
-ISSUE_METHODS = {
-    "delia",
-    "common_it",
-    "common_it_matched",
-    "random_init",
-    "mean_embedding",
-    "dmt",
-    "fact_based",
-    "icl",
-    "dipmt",
-    "ctg",
-    "tell",
-}
 SEP_ANSWERS = [
     "{'thought': \"It matches the query.\", 'hallucination': 'no'}",
     "{'thought': 'The date is invented.', 'hallucination': 'yes'}",
@@ -65,34 +53,8 @@ def diverse_examples(n: int) -> list[Example]:
 
 
 def plan_of(method: str, examples: list[Example] | None = None, **overrides: Any) -> Any:
-    config = RunConfig.model_validate({"method": method, **overrides})
+    config = build_config({"method": method, **overrides})
     return get_method(method).plan(config, examples if examples is not None else sep_task())
-
-
-# ------------------------------------------------------------------------------------------- registry
-
-
-def test_registry_lists_every_method_of_the_issue_with_a_one_line_description() -> None:
-    methods = available()
-    assert set(methods) >= ISSUE_METHODS, ISSUE_METHODS - set(methods)
-    for name in ISSUE_METHODS:
-        assert methods[name].strip() and "\n" not in methods[name], name
-
-
-def test_delia_methods_command_lists_them(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from delia.cli import main
-
-    monkeypatch.setattr("sys.argv", ["delia", "methods", "--json"])
-    main()
-    listed = json.loads(capsys.readouterr().out)
-    assert set(listed) >= ISSUE_METHODS and listed["tell"] == available()["tell"]
-
-
-def test_unknown_method_is_a_config_error() -> None:
-    with pytest.raises(ConfigError, match="unknown method"):
-        get_method("no_such_method")
 
 
 # ----------------------------------------------------------------------------------------------- TELL
@@ -383,13 +345,18 @@ def test_random_init_embedding_is_seeded(tokenizer: Any) -> None:
 
     plan = plan_of("random_init")
     config = RunConfig.model_validate({"tokens": {"add": plan.special_tokens, "init": plan.token_init}})
-    rows = []
-    for model_seed in (0, 1):  # different global RNG states: the init must not depend on them
-        torch.manual_seed(model_seed)
+
+    def new_row(seed: int, global_seed: int) -> torch.Tensor:
         model, tok = tiny_llama(len(tokenizer)), tokenizer.__class__.from_pretrained(tokenizer.name_or_path)
-        (new_id,) = tokens.add_special_tokens(model, tok, config.tokens)
-        rows.append(model.get_input_embeddings().weight[new_id].detach().clone())
-    assert torch.equal(rows[0], rows[1]) and rows[0].abs().sum() > 0
+        torch.manual_seed(global_seed)  # after the model is built: this is the RNG state the init sees
+        (new_id,) = tokens.add_special_tokens(model, tok, config.tokens, seed=seed)
+        return model.get_input_embeddings().weight[new_id].detach().clone()
+
+    # The same seed under different global RNG states gives the same row: the init does not draw from them...
+    assert torch.equal(new_row(0, global_seed=0), new_row(0, global_seed=1))
+    # ...and it does depend on its own seed, so the equality above is not one constant row.
+    assert not torch.equal(new_row(0, global_seed=0), new_row(1, global_seed=0))
+    assert new_row(0, global_seed=0).abs().sum() > 0
 
 
 # ---------------------------------------------------------------------------------------------- facts
@@ -452,19 +419,41 @@ def test_fact_based_falls_back_to_the_answers_structure() -> None:
     assert len(examples) == 2 * len(answers)
 
 
-def test_fact_based_plan_mixes_facts_with_the_task(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import delia.generation
+class FakeContext:
+    """The part of a pipeline run that the facts stage uses: config, run dir, log, a backend."""
 
-    backend = FakeBackend(["nothing useful"])
-    monkeypatch.setattr(delia.generation, "make_backend", lambda *a, **k: backend, raising=False)
-    plan = plan_of("fact_based", run_dir=str(tmp_path), fact_based={"n_facts": 3, "qa_per_fact": 1})
+    def __init__(self, config: RunConfig, run_dir: Path, backend: FakeBackend) -> None:
+        self.config, self.dir, self.lines = config, run_dir, []
+        self.fake_backend = backend
+
+    def log(self, line: str) -> None:
+        self.lines.append(line)
+
+    def base_model(self) -> Any:
+        pytest.fail("the facts stage loads no model of its own")
+
+    def backend(self, backend_cfg: Any) -> FakeBackend:
+        assert backend_cfg == self.config.sample.backend  # the LLM is sample.backend
+        return self.fake_backend
+
+
+def test_fact_based_plan_mixes_facts_with_the_task(tmp_path: Path) -> None:
+    config = build_config({"method": "fact_based", "fact_based": {"n_facts": 3, "qa_per_fact": 1}})
+    method = get_method("fact_based")
+    (stage,) = method.stages(config)
+    assert stage.name == "facts" and stage.upstream == ("task",)
+    assert {"model", "fact_based", "sample", "seed"} <= set(stage.sections)
+    write_jsonl(tmp_path / "task" / "task.jsonl", sep_task())
+    out = tmp_path / "facts"
+    out.mkdir()
+    manifest = stage.compute(FakeContext(config, tmp_path, FakeBackend(["nothing useful"])), out)
+    assert manifest["counts"] == {"facts": 3}
+    plan = method.plan(config, sep_task(), {"facts": out})
     assert (plan.schedule, plan.use_diverse, plan.special_tokens) == ("task_only", False, [])
     assert len(plan.extra_task_examples) == 3 and "structure" in plan.notes[0]
-    cached = json.loads((tmp_path / "run" / "facts.json").read_text())
+    cached = json.loads((out / "facts.json").read_text())
     assert len(cached["examples"]) == 3
-    fail = lambda *a, **k: pytest.fail("cached facts were ignored")  # noqa: E731
-    monkeypatch.setattr(delia.generation, "make_backend", fail)
-    again = plan_of("fact_based", run_dir=str(tmp_path), fact_based={"n_facts": 3, "qa_per_fact": 1})
+    again = method.plan(config, sep_task(), {"facts": out})  # pure: planning twice reads the same facts
     assert [ex.id for ex in again.extra_task_examples] == [ex.id for ex in plan.extra_task_examples]
 
 
@@ -547,7 +536,7 @@ def test_tiny_pipeline_run_completes(tmp_path: Path, method: str) -> None:
     if method == "dmt":
         assert [ex.source for ex in mixed] == ["task"] * 4 + ["diverse"] * 4
     if method == "fact_based":
-        assert {ex.source for ex in mixed} == {"task", "fact"} and (run_dir / "facts.json").exists()
+        assert {ex.source for ex in mixed} == {"task", "fact"} and (run_dir / "facts" / "facts.json").exists()
     if method in ("random_init", "mean_embedding"):
         assert plan["special_tokens"] == ["<sep>"]
     if method == "icl":

@@ -1,0 +1,313 @@
+"""Typed records of the files an experiment writes: cell.json, results.json, probes/summary.json,
+search.json and recheck.json.
+
+Field order is the files' key order, so a file read and written back keeps its layout.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, computed_field
+from pydantic.dataclasses import dataclass
+
+from delia.core.io import read_json, write_json
+from delia.experiment.spec import ExperimentSpec, SearchSpec
+
+
+def slug(label: str) -> str:
+    """A file-name-safe form of a label ("w/o diverse" -> "wo-diverse")."""
+    text = label.replace("w/o", "wo").replace("/", "-")
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "method"
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One cell of the grid: one pipeline run."""
+
+    method: str  # the entry's label
+    base_method: str  # the registry name
+    task_size: int | None
+    ratio: float | None  # None: the method ignores the ratio
+    seed: int
+    variant: str | None = None
+    match: str | None = None  # the name of the cell whose optimizer steps this one matches
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def name(self) -> str:
+        parts = [self.variant, slug(self.method), f"n{'all' if self.task_size is None else self.task_size}"]
+        if self.ratio is not None:
+            parts.append(f"r{self.ratio:g}")
+        parts.append(f"s{self.seed}")
+        return "__".join(p for p in parts if p)
+
+
+RecordT = TypeVar("RecordT", bound=BaseModel)
+SliceKey = tuple[str | None, str, int | None, float | None]  # (variant, method label, task size, ratio)
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Figure(BaseModel):
+    """One metric of metrics.json: the value and the cell's bootstrap CI over eval examples."""
+
+    model_config = ConfigDict(extra="allow")  # a metric may carry more than these; they are kept
+
+    value: float
+    n: int | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+
+
+class TrainSummary(Record):
+    steps: int | None = None
+    seconds: float | None = None
+    final_loss: float | None = None
+    examples: int | None = None
+
+
+class PlanSummary(Record):
+    use_diverse: bool | None = None
+    diversify: bool | None = None
+    ratio: float | None = None
+    special_tokens: list[str] | None = None
+    max_steps: int | None = None
+
+
+class CellOptions(Record):
+    delia: dict[str, Any]
+    eval_limit: int | None
+
+
+class CellRecord(Record):
+    """cell.json: what results.json needs from a finished run directory."""
+
+    cell: Cell
+    config_hash: str
+    run_dir: str
+    metric_kind: str | None
+    n_eval: int | None
+    values: dict[str, Figure]
+    train: TrainSummary
+    plan: PlanSummary
+    options: CellOptions
+    eval_seconds: float | None
+    wall_seconds: float
+    compute_seconds: float | None = None  # records written before the field lack it
+    finished_at: str
+
+
+class CellRow(Record):
+    """One (cell, metric) row of results.json."""
+
+    variant: str | None
+    method: str
+    base_method: str
+    task_size: int | None
+    ratio: float | None
+    seed: int
+    metric: str
+    value: float
+    n: int | None
+    ci_low: float | None
+    ci_high: float | None
+    train_steps: int | None
+    wall_seconds: float | None
+    compute_seconds: float | None = None  # results.json files written before the field lack it
+    run_dir: str
+    cell: str
+
+    @property
+    def slice_key(self) -> SliceKey:
+        return (self.variant, self.method, self.task_size, self.ratio)
+
+
+class SummaryRow(Record):
+    """Mean and 95% CI over seeds of one (variant, method, size, ratio, metric): a report table row."""
+
+    variant: str | None
+    method: str
+    task_size: int | None
+    ratio: float | None
+    metric: str
+    mean: float
+    ci_low: float | None
+    ci_high: float | None
+    ci_method: str
+    n_seeds: int
+    seeds: list[int]
+    sd: float | None
+    n_eval: int | None
+    values: list[float]
+    train_steps: list[int | None]
+
+    @property
+    def slice_key(self) -> SliceKey:
+        return (self.variant, self.method, self.task_size, self.ratio)
+
+
+class AblationSwitches(Record):
+    diverse: bool
+    diversify: bool
+
+
+class MethodRow(Record):
+    """A grid entry with its registry method and the DELIA ablation switches it runs with."""
+
+    name: str
+    method: str
+    set: list[str]
+    match: str | None
+    delia: AblationSwitches
+
+
+class SkippedCell(Record):
+    name: str
+    reason: str
+
+
+class FailedCell(Record):
+    name: str
+    error: str
+
+
+class CiNote(Record):
+    level: float
+    over_seeds: str
+    single_seed: str
+
+
+class GridCells(Record):
+    planned: list[Cell]
+    skipped: list[SkippedCell]
+
+
+class ExperimentResults(Record):
+    """results.json."""
+
+    experiment: str
+    spec: ExperimentSpec
+    command: str
+    written_at: str
+    ci: CiNote
+    methods: list[MethodRow]
+    grid: GridCells
+    missing: list[str]
+    failed: list[FailedCell]
+    cells: list[CellRow]
+    summary: list[SummaryRow]
+
+
+class ProbeRow(Record):
+    """A row of probes/summary.json: one method's probe statistic, mean over seeds with a t-interval."""
+
+    method: str
+    keyword: str | None = None  # repr rows
+    stat: str | None = None  # divergent rows
+    n_prompts: int | None = None
+    applicable: bool | None = None
+    reason: str | None = None  # why a repr probe did not apply
+    where: str | None = None  # "first", "middle" or "last" block
+    block: int | None = None
+    mean: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    n_seeds: int
+    values: list[float] | None = None
+
+
+class ProbesSummary(Record):
+    """probes/summary.json: the probed slice and what each probe found."""
+
+    variant: str | None = None  # files written before the field lack it
+    task_size: int | None
+    ratio: float | None
+    cells: list[str]
+    repr: list[ProbeRow] = Field(default_factory=list)
+    repr_curves: dict[str, dict[str, list[float]]] = Field(default_factory=dict)
+    divergent: list[ProbeRow] = Field(default_factory=list)
+    losscurve: bool | None = None
+
+
+class SearchPoint(Record):
+    """One evaluated ratio of a search (the argmax has no `order`)."""
+
+    order: int | None = None
+    ratio: int
+    value: float
+    values: list[float] | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    ci_method: str | None = None
+    n_seeds: int | None = None
+    n_eval: int | None = None
+    train_steps: list[int | None] | None = None
+    run_dirs: list[str] | None = None
+
+
+class SearchResult(Record):
+    """search.json."""
+
+    experiment: str
+    method: str
+    metric: str
+    task_size: int | None
+    seeds: list[int]
+    settings: SearchSpec
+    source: str | None
+    notes: list[str]
+    command: str
+    algorithm: str
+    points: list[SearchPoint]
+    argmax: SearchPoint
+    evaluations: int
+    brackets: list[list[int]]
+
+
+class SearchPlanRow(Record):
+    """A point of `--search ratio --dry-run`: its cell and whether it has run."""
+
+    cell: str
+    ratio: int
+    seed: int
+    state: str  # "done", "started" or "to run"
+    value: float | None
+
+
+class RecheckItem(Record):
+    metric: str
+    stored: float
+    rerun: float | None
+    difference: float | None
+    summary_ci: list[float | None]
+    summary_ci_method: str
+    within_summary_ci: bool
+    cell_bootstrap_ci: list[float | None]
+    within_cell_ci: bool
+
+
+class RecheckReport(Record):
+    """recheck.json: one cell rerun from scratch against what results.json holds."""
+
+    cell: str
+    run_dir: str
+    seconds: float
+    checked_at: str
+    checks: list[RecheckItem]
+
+
+def read_record(path: Path, kind: type[RecordT]) -> RecordT | None:
+    """The record stored at `path`, or None when the file is missing or unreadable."""
+    data = read_json(path)
+    return None if data is None else kind.model_validate(data)
+
+
+def write_record(path: Path, record: BaseModel, *, exclude_unset: bool = False) -> None:
+    """`exclude_unset` for records whose optional keys a file has only when they were set (probe rows,
+    search points)."""
+    write_json(path, record.model_dump(mode="json", exclude_unset=exclude_unset))

@@ -1,0 +1,66 @@
+"""Grid expansion: cells per method, ratio detection, cell configs, rejected ratios, spec errors."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from delia.core.errors import ConfigError
+from delia.experiment import expand
+from delia.experiment.grid import cell_config
+from delia.experiment.records import Cell
+from delia.experiment.spec import ExperimentSpec
+
+
+def test_grid_runs_ratio_free_methods_once_per_size_and_seed(
+    tmp_path: Path, tiny_spec: Callable[..., ExperimentSpec]
+) -> None:
+    spec = tiny_spec(tmp_path, task_sizes=[4, 6])
+    cells = expand(spec).cells
+    by_method: dict[str, list[Cell]] = {}
+    for cell in cells:
+        by_method.setdefault(cell.method, []).append(cell)
+    # 2 sizes x 2 seeds, times 2 ratios for the ratio-reading ones
+    assert len(by_method["delia"]) == 8 and {c.ratio for c in by_method["delia"]} == {0, 1}
+    assert len(by_method["common_it_matched"]) == 8
+    for name in ("common_it", "icl", "w/o diverse"):
+        assert len(by_method[name]) == 4, name
+        assert {c.ratio for c in by_method[name]} == {None}
+    assert len({c.name for c in cells}) == len(cells)
+    # a matched cell comes after the cell whose steps it copies, and names it
+    position = {c.name: i for i, c in enumerate(cells)}
+    for cell in by_method["common_it_matched"]:
+        assert cell.match in position and position[cell.match] < position[cell.name]
+        assert cell_config(spec, cell, spec.entry(cell.method)).matched_to.endswith(cell.match)
+
+
+def test_cell_config_sets_seed_size_ratio_and_entry_overrides(
+    tmp_path: Path, tiny_spec: Callable[..., ExperimentSpec]
+) -> None:
+    spec = tiny_spec(tmp_path)
+    cell = Cell("w/o diverse", "delia", 4, None, 3)
+    config = cell_config(spec, cell, spec.entry("w/o diverse"))
+    assert (config.seed, config.train.seed, config.mix.seed, config.task.size) == (3, 3, 3, 4)
+    assert config.options("delia").diverse is False and config.method == "delia"
+    assert config.name == "wo-diverse__n4__s3"
+    assert config.run_dir == str(tmp_path / "out" / "runs")
+
+
+def test_a_ratio_the_method_rejects_is_skipped_with_its_reason(
+    tmp_path: Path, tiny_spec: Callable[..., ExperimentSpec]
+) -> None:
+    spec = tiny_spec(tmp_path, methods=["dmt"], seeds=[0])
+    expansion = expand(spec)
+    assert [c.ratio for c in expansion.cells] == [1]
+    assert len(expansion.skipped) == 1 and "ratio" in expansion.skipped[0].reason
+
+
+def test_spec_errors_name_the_field(tmp_path: Path, tiny_spec: Callable[..., ExperimentSpec]) -> None:
+    with pytest.raises(ConfigError, match="no entry named"):
+        tiny_spec(tmp_path, methods=[{"name": "m", "method": "common_it_matched", "match": "x"}])
+    with pytest.raises(ConfigError, match=r"grid\.bogus"):
+        tiny_spec(tmp_path, bogus=1)
+    with pytest.raises(ConfigError, match="two entries"):
+        tiny_spec(tmp_path, methods=["delia", "delia"])
