@@ -38,7 +38,9 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/lint-imports
 
+# The bench extra (trl, for bench_train's comparison) is installed here only: tests do not need it.
 bench: $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[bench]'
 	$(BIN)/python bench/bench_sampling.py
 	$(BIN)/python bench/bench_train.py
 	$(BIN)/python bench/bench_scale.py

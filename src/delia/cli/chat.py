@@ -39,10 +39,13 @@ def compose_user_turn(context: str, instruction: str) -> str:
 
 
 def load_chat_model(model: str | None, adapter: str | None, device: str) -> tuple[Any, Any]:
+    from delia.core.models import pick_device
+    from delia.generation.threads import follow_free_cores  # torch
     from delia.methods import load_trained
     from delia.probe.loading import probe_targets
 
     target = probe_targets(model, [adapter] if adapter else [], include_base=adapter is None)[0]
+    follow_free_cores(None, pick_device(device))
     return load_trained(target.model_spec, target.adapter_dir, device)
 
 

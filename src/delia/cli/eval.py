@@ -56,6 +56,7 @@ def register(app: typer.Typer) -> None:
         from delia.core.models import pick_device
         from delia.data import read_examples
         from delia.evaluate import evaluate_model
+        from delia.generation.threads import follow_free_cores  # torch
         from delia.methods import load_trained
 
         flags = {
@@ -74,7 +75,9 @@ def register(app: typer.Typer) -> None:
         examples = read_examples(data, cfg.format)
         # "" lets the adapter name its base; without one, the config's model (the embedded one by default).
         spec = model or ("" if adapter else config.model.name)
-        loaded_model, tokenizer = load_trained(spec, adapter, pick_device(config.model.device))
+        device_name = pick_device(config.model.device)
+        follow_free_cores(config.train.threads, device_name)
+        loaded_model, tokenizer = load_trained(spec, adapter, device_name)
         metrics = evaluate_model(loaded_model, tokenizer, examples, cfg, Path(out))
         if as_json:
             print_json(metrics)

@@ -15,18 +15,18 @@ if TYPE_CHECKING:
     from delia.core.config import BackendConfig, RunConfig
     from delia.generation import Backend
 
-THREADS_HELP = "torch CPU threads (default: torch's choice); 1 is fastest on a CPU shared with other jobs."
+THREADS_HELP = "torch CPU threads (default: the cores other processes leave free, re-checked as it runs)."
 BACKEND_HELP = "local (transformers, in-process), openai (any OpenAI-compatible server) or vllm (in-process)."
 
 
 def _generator(config: RunConfig, backend: BackendConfig) -> Backend:
-    """The configured backend on the configured model, with `train.threads` torch threads when set."""
+    """The configured backend on the configured model, with `train.threads` torch threads when set, else
+    as many as other processes leave free (re-checked between decode steps)."""
+    from delia.core.models import pick_device
     from delia.generation import make_backend
+    from delia.generation.threads import follow_free_cores  # torch
 
-    if config.train.threads is not None:
-        import torch
-
-        torch.set_num_threads(max(1, config.train.threads))
+    follow_free_cores(config.train.threads, pick_device(config.model.device))
     return make_backend(backend, config.model.name, device=config.model.device, dtype=config.model.dtype)
 
 

@@ -87,3 +87,12 @@ def keep_threads_current() -> None:
     """Call between decode steps: re-checks free cores at most every `ThreadPolicy.INTERVAL_S`."""
     if _installed is not None:
         _installed.update()
+
+
+def follow_free_cores(requested: int | None, device: str) -> ThreadPolicy:
+    """Install the process's thread policy for a command that runs a model: `requested` threads, or on a
+    CPU as many as other processes leave free, re-checked between decode steps. Measured at load ~4.5 on 2
+    cores: an eval of 10 answers took 83 s with torch's default threads and 8 s with one."""
+    policy = ThreadPolicy(requested, device)
+    install_thread_policy(policy)
+    return policy

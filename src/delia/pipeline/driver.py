@@ -61,11 +61,10 @@ def install_threads(context: RunContext) -> None:
     """
     import torch
 
-    from delia.generation.threads import ThreadPolicy, install_thread_policy  # torch
+    from delia.generation.threads import follow_free_cores  # torch
 
     config = context.config
-    threads = ThreadPolicy(config.train.threads, pick_device(config.model.device))
-    install_thread_policy(threads)
+    threads = follow_free_cores(config.train.threads, pick_device(config.model.device))
     if threads.auto or config.train.threads:
         follows = " (follows free cores)" if threads.auto else ""
         context.log(f"torch threads: {torch.get_num_threads()}{follows}")

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from delia.core.errors import DeliaError
-from delia.core.models import EMBEDDED
+from delia.core.models import EMBEDDED, pick_device
 from delia.methods import load_trained
 
 if TYPE_CHECKING:
@@ -92,5 +92,9 @@ def load_target(target: ProbeTarget, device: str = "cpu") -> tuple[PreTrainedMod
 def load_model_and_tokenizer(
     model_spec: str, adapter_dir: Path | None, device: str = "cpu"
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """(model in eval mode, tokenizer), with whatever the run's method saved beside its adapter."""
+    """(model in eval mode, tokenizer), with whatever the run's method saved beside its adapter; torch's
+    threads follow the free cores, as for every command that runs a model."""
+    from delia.generation.threads import follow_free_cores  # torch
+
+    follow_free_cores(None, pick_device(device))
     return load_trained(model_spec, adapter_dir, device)
