@@ -15,7 +15,7 @@ import torch
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
-def tiny_llama(vocab_size: int, seed: int = 0, tie: bool = True) -> Any:
+def tiny_llama(vocab_size: int, seed: int = 0, tie: bool = True, init_std: float = 0.02) -> Any:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
@@ -28,6 +28,7 @@ def tiny_llama(vocab_size: int, seed: int = 0, tie: bool = True) -> Any:
         num_key_value_heads=2,
         max_position_embeddings=1024,
         tie_word_embeddings=tie,
+        initializer_range=init_std,
     )
     return LlamaForCausalLM(config).eval()
 
@@ -58,3 +59,29 @@ def shared_data() -> Path:
     if not SHARED_DATA.exists():
         pytest.skip(f"shared data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+def tiny_demo_config(model_dir: Path, **sections: Any) -> dict[str, Any]:
+    """A run config of the demo task on the tiny model, sized for seconds; `sections` are merged in
+    (`eval={"limit": 2}` changes that key alone)."""
+    from delia.core.config import deep_merge
+
+    base: dict[str, Any] = {
+        "name": "tiny",
+        "model": {"name": str(model_dir)},
+        "task": {"builder": "demo", "builder_options": {"n": 8}},
+        "sample": {"sampling": {"max_new_tokens": 6}, "backend": {"batch_size": 8}},
+        "diversify": {"k": 1, "sampling": {"max_new_tokens": 12}, "backend": {"batch_size": 8}},
+        "lora": {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]},
+        "train": {"epochs": 1, "batch_size": 4, "micro_batch_size": 4, "max_length": 128, "lr": 1e-3},
+        "eval": {
+            "builder": "demo",
+            "builder_options": {"split": "heldout", "n": 4},
+            "keys": ["name", "city", "job"],
+            "label_key": "city",
+            "limit": 3,
+            "max_new_tokens": 6,
+            "bootstrap": 50,
+        },
+    }
+    return deep_merge(base, sections)

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import yaml
+from conftest import tiny_demo_config
 from crash_harness import (
     Outcome,
     TrialReport,
@@ -239,37 +240,14 @@ def test_sigkilled_train_resumes_to_the_same_adapter(tiny_model_dir: Path, tmp_p
 
 
 def run_config(tmp_path: Path, model_dir: Path) -> Path:
-    config = {
-        "name": "tiny",
-        "method": "delia",
-        "model": {"name": str(model_dir)},
-        "task": {"builder": "demo", "builder_options": {"n": 8}},
-        "sample": {
-            "sampling": {"max_new_tokens": 10, "temperature": 0.8},
-            "backend": {"batch_size": 4},
-        },
-        "diversify": {"k": 1, "sampling": {"max_new_tokens": 12}, "backend": {"batch_size": 8}},
-        "mix": {"ratio": 3},
-        "lora": {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]},
-        "train": {
-            "epochs": 1,
-            "batch_size": 4,
-            "micro_batch_size": 2,
-            "max_length": 96,
-            "lr": 1e-3,
-            "checkpoint_every": 1,
-            "threads": 1,
-        },
-        "eval": {
-            "builder": "demo",
-            "builder_options": {"split": "heldout", "n": 4},
-            "keys": ["name", "city", "job"],
-            "label_key": "city",
-            "limit": 3,
-            "max_new_tokens": 8,
-            "bootstrap": 20,
-        },
-    }
+    config = tiny_demo_config(
+        model_dir,
+        method="delia",
+        sample={"sampling": {"max_new_tokens": 10, "temperature": 0.8}, "backend": {"batch_size": 4}},
+        mix={"ratio": 3},
+        train={"micro_batch_size": 2, "max_length": 96, "checkpoint_every": 1, "threads": 1},
+        eval={"max_new_tokens": 8, "bootstrap": 20},
+    )
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     return path

@@ -269,3 +269,80 @@ def test_mix_properties(case: tuple[str, float, int, int, int, str]) -> None:
     else:
         assert len(uses) == n_pool and max(uses.values()) - min(uses.values()) <= 1
         assert counts["upsampled"]
+
+
+# ------------------------------------------------------------------ DMT's re-mixed share, diverse only
+
+
+def test_two_stage_remix_puts_a_share_of_the_task_into_the_second_stage(tmp_path: Path) -> None:
+    task = task_examples(10)
+    cfg = MixConfig(schedule="two_stage", ratio=4, seed=3, two_stage_remix=0.3)
+    counts = mix(task, write_diverse(tmp_path, 60), cfg, tmp_path / "m.jsonl")
+    rows = read_rows(tmp_path / "m.jsonl")
+    first, second = rows[:10], rows[10:]
+    assert sorted(r["id"] for r in first) == sorted(ex.id for ex in task)  # stage one: the whole task
+    remixed = [r["id"] for r in second if r["source"] == "task"]
+    assert len(remixed) == 3 == counts["task_remixed"] and len(set(remixed)) == 3  # 0.3 x 10, no repeats
+    assert set(remixed) <= {ex.id for ex in task}
+    assert sum(r["source"] == "diverse" for r in second) == 40 == counts["diverse"]
+    assert counts["total"] == 10 + 3 + 40 and counts["sources"] == {"diverse": 40, "task": 13}
+    # Shuffled among the general data, not appended in a block at either end.
+    positions = [i for i, r in enumerate(second) if r["source"] == "task"]
+    assert positions != [0, 1, 2] and positions != [40, 41, 42]
+
+
+def test_remix_rounds_up_so_a_small_task_keeps_one_example(tmp_path: Path) -> None:
+    cfg = MixConfig(schedule="two_stage", ratio=2, two_stage_remix=1 / 256)
+    counts = mix(task_examples(30), write_diverse(tmp_path, 80), cfg, tmp_path / "m.jsonl")
+    assert counts["task_remixed"] == 1 and counts["sources"]["task"] == 31
+    exact = MixConfig(schedule="two_stage", ratio=1, two_stage_remix=0.1)  # 0.1 x 30 is 3.0000000000000004
+    assert (
+        mix(task_examples(30), write_diverse(tmp_path, 80), exact, tmp_path / "e.jsonl")["task_remixed"] == 3
+    )
+
+
+def test_zero_remix_is_the_sequential_schedule_byte_for_byte(tmp_path: Path) -> None:
+    """k = 0 is sequential two_stage: the same file, and a mix dump (so every mix hash) without the field."""
+    diverse_path = write_diverse(tmp_path, 40)
+    before = mix(
+        task_examples(5), diverse_path, MixConfig(schedule="two_stage", ratio=4), tmp_path / "a.jsonl"
+    )
+    cfg = MixConfig(schedule="two_stage", ratio=4, two_stage_remix=0.0)
+    after = mix(task_examples(5), diverse_path, cfg, tmp_path / "b.jsonl")
+    assert before["sha256"] == after["sha256"] and after["task_remixed"] == 0
+    assert "two_stage_remix" not in MixConfig().model_dump()
+    assert MixConfig(two_stage_remix=0.5).model_dump(mode="json")["two_stage_remix"] == 0.5
+    assert build_config({}).stage_hash("mix") == build_config({"mix": {"two_stage_remix": 0}}).stage_hash(
+        "mix"
+    )
+    assert build_config({}).stage_hash("mix") != build_config({"mix": {"two_stage_remix": 0.5}}).stage_hash(
+        "mix"
+    )
+
+
+def test_remix_needs_the_task_first(tmp_path: Path) -> None:
+    diverse_path = write_diverse(tmp_path, 20)
+    for cfg in (
+        MixConfig(schedule="two_stage", ratio=1, two_stage_order="diverse_first", two_stage_remix=0.5),
+        MixConfig(schedule="shuffle", ratio=1, two_stage_remix=0.5),
+    ):
+        with pytest.raises(ConfigError, match=r"mix\.two_stage_remix.*general stage"):
+            mix(task_examples(3), diverse_path, cfg, tmp_path / "m.jsonl")
+    with pytest.raises(ConfigError, match=r"mix\.two_stage_remix"):
+        build_config({"mix": {"two_stage_remix": 1.5}})
+    assert not (tmp_path / "m.jsonl").exists()
+
+
+def test_diverse_only_draws_r_times_the_task_and_writes_no_task_example(tmp_path: Path) -> None:
+    cfg = MixConfig(schedule="diverse_only", ratio=3, seed=2)
+    counts = mix(task_examples(6), write_diverse(tmp_path, 50), cfg, tmp_path / "m.jsonl")
+    rows = read_rows(tmp_path / "m.jsonl")
+    assert counts["total"] == len(rows) == 18 and counts["sources"] == {"diverse": 18}
+    assert len({r["id"] for r in rows}) == 18  # without replacement while the pool lasts
+    with pytest.raises(ConfigError, match=r"mix\.ratio.*above 0"):
+        mix(
+            task_examples(6),
+            tmp_path / "diverse.jsonl",
+            MixConfig(schedule="diverse_only", ratio=0),
+            tmp_path / "z",
+        )

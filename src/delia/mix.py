@@ -4,9 +4,13 @@ Schedules (ratio R, task set T):
   shuffle     R x |T| diverse examples drawn without replacement (drawn again, with a warning, once the
               file runs out), shuffled together with T: the paper's "extensive shuffle".
   interleave  Algorithm 1: each task example, in the given order, followed by R diverse examples.
-  two_stage   T (shuffled), then R x |T| diverse examples, or diverse first (`two_stage_order`): DMT's
-              sequential baseline.
+  two_stage   T (shuffled), then R x |T| diverse examples, or diverse first (`two_stage_order`): sequential
+              training. With `two_stage_remix` k > 0 (task first only) the second stage also holds
+              ceil(k x |T|) task examples drawn without replacement, shuffled among the diverse ones: DMT
+              as Dong et al. publish it.
   task_only   T alone, shuffled: the same output as shuffle with R = 0.
+  diverse_only  R x |T| diverse examples alone, in random order, no task example (the reference model of
+              the paper's Figure 4); T only sizes the draw.
 
 The diverse file is never held in memory when it is messages JSONL (what `delia synth sample` writes): one
 pass records each record's byte offset, a seeded RNG draws offsets, and records are read back by seeking
@@ -130,6 +134,15 @@ def diverse_count(cfg: MixConfig, n_task: int) -> int:
     return round(cfg.ratio * n_task)
 
 
+def remix_count(cfg: MixConfig, n_task: int) -> int:
+    """How many task examples go back into two_stage's second stage: k x |T| rounded up, so that any k > 0
+    keeps at least one (k = 1/256 of a 30-example task would round to none)."""
+    if cfg.schedule != "two_stage" or cfg.two_stage_remix <= 0:
+        return 0
+    share = cfg.two_stage_remix * n_task - 1e-9  # 0.1 x 30 is 3.0000000000000004, not 3
+    return min(n_task, max(1, math.ceil(share)))
+
+
 def draw_indices(pool_size: int, count: int, rng: random.Random) -> Iterator[int]:
     """`count` indices without replacement while the pool lasts, then through a fresh random order again."""
     while count > 0:
@@ -170,6 +183,24 @@ def check_config(cfg: MixConfig) -> None:
     if cfg.schedule == "interleave" and not float(ratio).is_integer():
         message = f"interleave puts a whole number of diverse examples after each task example, got {ratio}"
         raise ConfigError("mix.ratio", message)
+    if cfg.schedule == "diverse_only" and ratio == 0:
+        raise ConfigError(
+            "mix.ratio", "diverse_only trains on R x |task| diverse examples alone: R must be above 0"
+        )
+    check_remix(cfg)
+
+
+def check_remix(cfg: MixConfig) -> None:
+    """The re-mixed share goes into the general stage, which is the second one only when the task is first."""
+    remix = cfg.two_stage_remix
+    if not math.isfinite(remix) or not 0 <= remix <= 1:
+        raise ConfigError("mix.two_stage_remix", f"must be a share between 0 and 1, got {remix}")
+    if remix and (cfg.schedule != "two_stage" or cfg.two_stage_order != "task_first"):
+        message = (
+            "puts task examples back into the general stage, the second stage of two_stage with "
+            f"two_stage_order task_first; this mix is {cfg.schedule} ({cfg.two_stage_order})"
+        )
+        raise ConfigError("mix.two_stage_remix", message)
 
 
 def schedule_stream(task: list[Example], pool: DiversePool | None, cfg: MixConfig) -> Iterator[Example]:
@@ -182,14 +213,28 @@ def schedule_stream(task: list[Example], pool: DiversePool | None, cfg: MixConfi
         diverse = (pool.get(index) for index in draws)
     if cfg.schedule == "interleave":
         return interleave(task, diverse, int(cfg.ratio))
+    if cfg.schedule == "diverse_only":
+        return diverse  # drawn in a random order already
     order = list(range(len(task)))
     random.Random(f"{cfg.seed}:task").shuffle(order)
     shuffled_task = (task[i] for i in order)
     if cfg.schedule == "two_stage" and cfg.two_stage_order == "diverse_first":
         return itertools.chain(diverse, shuffled_task)
     if cfg.schedule == "two_stage":
-        return itertools.chain(shuffled_task, diverse)
+        return itertools.chain(shuffled_task, second_stage(task, diverse, n_diverse, cfg))
     return merge_uniformly(shuffled_task, len(task), diverse, n_diverse, random.Random(f"{cfg.seed}:merge"))
+
+
+def second_stage(
+    task: list[Example], diverse: Iterator[Example], n_diverse: int, cfg: MixConfig
+) -> Iterator[Example]:
+    """The general stage of two_stage: the diverse examples, with `remix_count` task examples (drawn
+    without replacement, own seeds so k = 0 leaves the other draws as they were) shuffled among them."""
+    n_remix = remix_count(cfg, len(task))
+    if not n_remix:
+        return diverse
+    remixed = (task[i] for i in random.Random(f"{cfg.seed}:remix").sample(range(len(task)), n_remix))
+    return merge_uniformly(remixed, n_remix, diverse, n_diverse, random.Random(f"{cfg.seed}:remix-merge"))
 
 
 def mix(
@@ -222,6 +267,7 @@ def mix(
         "ratio": cfg.ratio,
         "seed": cfg.seed,
         "task": len(task),
+        "task_remixed": remix_count(cfg, len(task)),
         "diverse": n_diverse,
         "total": total,
         "diverse_available": available,

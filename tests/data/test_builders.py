@@ -168,3 +168,103 @@ def test_unknown_builder_and_option_name_their_field() -> None:
         build("demo", None, {"sizee": 3}, "eval")
     with pytest.raises(ConfigError, match="needs a file"):
         build("translation", None, {})
+
+
+def halueval_rows(n: int) -> list[dict]:
+    return [
+        {"user_query": f"Q{i}?", "chatgpt_response": f"R{i}.", "hallucination": "yes" if i % 2 else "no"}
+        for i in range(n)
+    ]
+
+
+def test_halueval_holds_phrasings_out_of_the_task_and_evaluates_with_them(tmp_path: Path) -> None:
+    path = str(write_lines(tmp_path / "general.jsonl", halueval_rows(40)))
+    split = {"instruction_set": "all", "holdout_instructions": 6, "seed": 3}
+    task = build("halueval", path, split)
+    unseen = build("halueval", path, {**split, "phrasing": "unseen"}, "eval")
+    trained = {e.meta["instruction"] for e in task}
+    held = {e.meta["instruction"] for e in unseen}
+    assert {e.meta["phrasing"] for e in task} == {"seen"} and {e.meta["phrasing"] for e in unseen} == {
+        "unseen"
+    }
+    assert not trained & held and held <= set(HALUEVAL_INSTRUCTIONS)
+    assert len(trained) > 6 and 1 < len(held) <= 6
+    # The held-out phrasings follow the seed, and the same options give the same ones in every build.
+    other = build("halueval", path, {**split, "seed": 4, "phrasing": "unseen"})
+    assert {e.meta["instruction"] for e in other} != held
+    assert [e.id for e in build("halueval", path, split)] == [e.id for e in task]
+    # Without a split the examples are exactly as before and record no phrasing group.
+    plain = build("halueval", path, {"instruction_set": "all", "seed": 3})
+    assert all("phrasing" not in e.meta for e in plain)
+    assert [e.messages for e in build("halueval", path, {**split, "holdout_instructions": 0})] == [
+        e.messages for e in plain
+    ]
+
+
+def test_halueval_both_pairs_every_context_with_a_seen_and_an_unseen_phrasing(tmp_path: Path) -> None:
+    path = str(write_lines(tmp_path / "general.jsonl", halueval_rows(5)))
+    new = ["Is anything made up above? Reply in <sep>.", "Spot invented facts; answer with <sep>."]
+    options = {"instructions": HALUEVAL_INSTRUCTIONS[:4], "eval_instructions": new, "phrasing": "both"}
+    examples = build("halueval", path, {**options, "limit": 3}, "eval")
+    assert [e.meta["phrasing"] for e in examples] == ["seen", "unseen"] * 3
+    for seen, unseen in zip(examples[::2], examples[1::2], strict=True):
+        assert seen.instruction.rsplit("\n\n\n", 1)[0] == unseen.instruction.rsplit("\n\n\n", 1)[0]
+        assert seen.response == unseen.response and seen.id != unseen.id
+        assert seen.meta["instruction"] in HALUEVAL_INSTRUCTIONS[:4] and unseen.meta["instruction"] in new
+    listed = tmp_path / "new.txt"
+    listed.write_text("\n".join(new) + "\n\n", encoding="utf-8")
+    from_file = build("halueval", path, {**options, "eval_instructions": str(listed), "limit": 3})
+    assert [e.messages for e in from_file] == [e.messages for e in examples]
+
+
+def test_halueval_phrasing_options_name_their_field(tmp_path: Path) -> None:
+    path = str(write_lines(tmp_path / "general.jsonl", halueval_rows(3)))
+    with pytest.raises(ConfigError, match=r"eval\.builder_options\.phrasing.*holdout_instructions"):
+        build("halueval", path, {"phrasing": "unseen"}, "eval")
+    with pytest.raises(ConfigError, match=r"task\.builder_options\.holdout_instructions.*16 of 16"):
+        build("halueval", path, {"holdout_instructions": 16})
+    with pytest.raises(ConfigError, match=r"builder_options\.eval_instructions.*training phrasing"):
+        build("halueval", path, {"eval_instructions": [HALUEVAL_INSTRUCTIONS[0]]})
+    with pytest.raises(ConfigError, match=r"builder_options\.holdout_instructions"):
+        build("halueval", path, {"holdout_instructions": -1})
+    with pytest.raises(DataError, match="does not exist"):
+        build("halueval", path, {"eval_instructions": str(tmp_path / "none.txt")})
+
+
+def reproduce_record(i: int, instruction: str) -> dict:
+    user = f"\n'relatives' : \n'user_query' : q{i}\n'chatgpt_response' : r{i}\n\n\n{instruction}"
+    answer = f"{{'thought': 'own thought {i}', 'hallucination': '{'yes' if i % 2 else 'no'}'}}"
+    return {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]}
+
+
+def test_halueval_keep_own_rebuilds_a_reproduce_file_and_rephrases_held_out_records(tmp_path: Path) -> None:
+    from delia.data import read_examples
+
+    phrasings = [f"Judge it, style {j}, in the <sep> format." for j in range(6)]
+    path = write_lines(tmp_path / "train.jsonl", [reproduce_record(i, phrasings[i % 6]) for i in range(12)])
+    original = read_examples(path)
+    rebuilt = build("halueval", str(path), {"keep_own": True})
+    assert [e.messages for e in rebuilt] == [e.messages for e in original]
+    assert [e.meta["label"] for e in rebuilt] == ["no", "yes"] * 6
+    held = build("halueval", str(path), {"keep_own": True, "holdout_instructions": 2})
+    assert [e.response for e in held] == [e.response for e in original]  # own answers kept
+    kept = {e.meta["instruction"] for e in held}
+    assert len(kept) == 4 and {e.meta["phrasing"] for e in held} == {"seen"}
+    changed = [h for h, o in zip(held, original, strict=True) if h.messages != o.messages]
+    assert len(changed) == 4  # the records whose own phrasing is held out (2 of 6 phrasings, 2 records each)
+    # The eval build of other contexts names the task file and holds out the same two phrasings.
+    unseen = build(
+        "halueval",
+        str(write_lines(tmp_path / "eval.jsonl", halueval_rows(8))),
+        {"instructions_from": str(path), "holdout_instructions": 2, "phrasing": "unseen"},
+        "eval",
+    )
+    assert {e.meta["instruction"] for e in unseen} == set(phrasings) - kept
+
+
+def test_keep_own_rebuilds_the_official_sep_set(shared_data: Path) -> None:
+    from delia.data import read_examples
+
+    path = shared_data / "delia-reproduce/train_dataset.jsonl"
+    rebuilt = build("halueval", str(path), {"keep_own": True})
+    assert [e.id for e in rebuilt] == [e.id for e in read_examples(path)]

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from delia.evaluate.bootstrap import figure, mean_ci, sacrebleu_ci, stats_ci
+from delia.evaluate.bootstrap import figure, mean_ci, sacrebleu_ci, seed_item_ci, stats_ci
 
 
 def test_mean_ci_contains_the_mean_and_is_deterministic() -> None:
@@ -64,3 +64,30 @@ def test_sacrebleu_ci_brackets_the_corpus_score() -> None:
         low, high = sacrebleu_ci(metric, hyps, refs, 300, seed=0)
         assert low < corpus < high
         assert high - low > 1.0
+
+
+def test_seed_item_ci_is_wider_than_items_only_when_seeds_disagree() -> None:
+    rng = np.random.default_rng(5)
+    items = rng.normal(0.0, 0.3, size=200)
+    # Three training seeds: the same item effects, but each seed shifts every item its own way.
+    matrix = np.stack([items + shift for shift in (0.4, -0.2, 0.1)])
+    low, high = seed_item_ci(matrix, 2000, seed=0)
+    items_low, items_high = mean_ci(matrix.mean(axis=0).tolist(), 2000, seed=0)
+    assert low < matrix.mean() < high
+    assert high - low > 3 * (items_high - items_low)
+    assert (low, high) == seed_item_ci(matrix, 2000, seed=0)
+
+
+def test_seed_item_ci_matches_items_only_when_seeds_agree() -> None:
+    items = np.random.default_rng(1).normal(0.1, 0.5, size=150)
+    matrix = np.stack([items, items, items])  # no seed effect: only items vary
+    low, high = seed_item_ci(matrix, 4000, seed=2)
+    items_low, items_high = mean_ci(items.tolist(), 4000, seed=2)
+    assert high - low == pytest.approx(items_high - items_low, rel=0.15)
+
+
+def test_seed_item_ci_degenerate_cases() -> None:
+    assert seed_item_ci([[0.5]], 100) == (0.5, 0.5)
+    assert seed_item_ci([[0.0, 1.0]], 0) == (0.5, 0.5)
+    low, high = seed_item_ci(np.zeros((0, 0)), 100)
+    assert math.isnan(low) and math.isnan(high)

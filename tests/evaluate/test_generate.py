@@ -257,3 +257,50 @@ def test_eval_command_with_an_adapter(tiny_model_dir: Path, tokenizer: Any, tmp_
     assert result.exit_code == 0, result.output
     assert "json_format" in result.output
     assert json.loads((out / "metrics.json").read_text())["n"] == 2
+
+
+def test_auto_budget_is_twice_the_longest_reference_in_tokens(tokenizer: Any) -> None:
+    from delia.evaluate.budget import AUTO_FLOOR, resolve_budget
+
+    examples = _examples(3)
+    longest = max(len(tokenizer(ex.response, add_special_tokens=False)["input_ids"]) for ex in examples)
+    cfg, record = resolve_budget(EvalConfig(max_new_tokens="auto"), examples, tokenizer)
+    assert cfg.max_new_tokens == record["max_new_tokens"] == max(AUTO_FLOOR, 2 * longest)
+    assert record == {**record, "max_new_tokens_config": "auto", "longest_reference_tokens": longest}
+    short = [Example(messages=[{"role": "user", "content": "q"}, {"role": "assistant", "content": "no"}])]
+    assert resolve_budget(EvalConfig(max_new_tokens="auto"), short, tokenizer)[0].max_new_tokens == AUTO_FLOOR
+    fixed = EvalConfig(max_new_tokens=7)
+    assert resolve_budget(fixed, examples, tokenizer) == (
+        fixed,
+        {"max_new_tokens": 7, "max_new_tokens_config": 7},
+    )
+    unanswered = [Example(messages=[{"role": "user", "content": "q"}])]
+    with pytest.raises(DeliaError, match=r"eval\.max_new_tokens.*reference"):
+        resolve_budget(EvalConfig(max_new_tokens="auto"), unanswered, tokenizer)
+
+
+def test_evaluate_model_resolves_auto_and_scores_each_phrasing(
+    tiny_model: Any, tokenizer: Any, tmp_path: Path
+) -> None:
+    examples = [
+        Example(messages=ex.messages, meta={"phrasing": "seen" if i % 2 else "unseen"})
+        for i, ex in enumerate(_examples(4))
+    ]
+    cfg = EvalConfig(max_new_tokens="auto", batch_size=4, bootstrap=20, limit=3)
+    metrics = evaluate_model(tiny_model, tokenizer, examples, cfg, tmp_path, progress=False)
+    generation = metrics["generation"]
+    # The budget comes from all four references, not only the three evaluated.
+    longest = max(len(tokenizer(ex.response, add_special_tokens=False)["input_ids"]) for ex in examples)
+    assert (
+        generation["max_new_tokens"] == max(16, 2 * longest) and generation["max_new_tokens_config"] == "auto"
+    )
+    rows = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text().splitlines()]
+    assert [r["phrasing"] for r in rows] == ["unseen", "seen", "unseen"]
+    assert all(r["hit_limit"] == (r["new_tokens"] >= generation["max_new_tokens"]) for r in rows)
+    by_phrasing = metrics["by_phrasing"]
+    assert {g: v["n"] for g, v in by_phrasing.items()} == {"seen": 1, "unseen": 2}
+    unseen = [r["scores"]["json_format"] for r in rows if r["phrasing"] == "unseen"]
+    assert by_phrasing["unseen"]["values"]["json_format"]["value"] == sum(unseen) / 2
+    assert {"json_format", "label_accuracy", "truncated"} <= set(by_phrasing["seen"]["values"])
+    plain = evaluate_model(tiny_model, tokenizer, _examples(2), cfg, tmp_path / "plain", progress=False)
+    assert "by_phrasing" not in plain  # no phrasing groups in the examples' meta: no block

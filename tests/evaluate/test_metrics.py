@@ -261,3 +261,31 @@ def test_degenerate_answers_are_judged_quickly() -> None:
     ]:
         assert parse_answer(text) == (None, None)
     assert time.perf_counter() - start < 10
+
+
+def test_score_by_group_scores_each_group_apart() -> None:
+    from delia.evaluate.metrics import score_by_group
+
+    refs = ["{'thought': 'a', 'hallucination': 'yes'}", None, None, None]
+    groups = ["seen", "unseen", "seen", None]
+    hit = [False, True, False, False]
+    by_group = score_by_group("json_format", ISSUE_ROWS, refs, groups, KEYS_CFG, hit_limit=hit)
+    assert list(by_group) == ["seen", "unseen"]  # the ungrouped fourth answer is in neither
+    seen, unseen = by_group["seen"], by_group["unseen"]
+    assert seen["n"] == 2 and seen["values"]["json_format"]["value"] == 0.5
+    assert seen["values"]["label_accuracy"] == {**seen["values"]["label_accuracy"], "value": 1.0, "n": 1}
+    assert unseen["n"] == 1 and unseen["values"]["json_format"]["value"] == 1.0
+    assert unseen["values"]["truncated"]["value"] == 0.0  # hit the limit but closed its brace
+    assert score_by_group("json_format", ISSUE_ROWS, refs, [None] * 4, KEYS_CFG) == {}
+
+
+def test_max_new_tokens_takes_auto_or_a_positive_whole_number() -> None:
+    from delia.core.config import load_config
+    from delia.core.errors import ConfigError
+
+    assert load_config(None, ["eval.max_new_tokens=auto"]).eval.max_new_tokens == "auto"
+    assert load_config(None, ["eval.max_new_tokens=120"]).eval.max_new_tokens == 120
+    assert EvalConfig().max_new_tokens == 256  # the default stays a number: stage hashes keep
+    for bad in ("0", "autox", "1.5", "true"):
+        with pytest.raises(ConfigError, match=r"eval\.max_new_tokens .*whole number >= 1 or 'auto'"):
+            load_config(None, [f"eval.max_new_tokens={bad}"])

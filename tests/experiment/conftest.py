@@ -7,28 +7,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import tiny_demo_config
 
 from delia.experiment.spec import ExperimentSpec, build_spec
 
 
 def tiny_base(model_dir: Path) -> dict[str, Any]:
-    return {
-        "model": {"name": str(model_dir)},
-        "task": {"builder": "demo", "builder_options": {"n": 8}},
-        "sample": {"sampling": {"max_new_tokens": 6}, "backend": {"batch_size": 8}},
-        "diversify": {"k": 1, "sampling": {"max_new_tokens": 12}, "backend": {"batch_size": 8}},
-        "lora": {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]},
-        "train": {"epochs": 1, "batch_size": 4, "micro_batch_size": 4, "max_length": 128, "lr": 1e-3},
-        "eval": {
-            "builder": "demo",
-            "builder_options": {"split": "heldout", "n": 4},
-            "keys": ["name", "city", "job"],
-            "label_key": "city",
-            "limit": 3,
-            "max_new_tokens": 6,
-            "bootstrap": 50,
-        },
-    }
+    base = tiny_demo_config(model_dir)
+    del base["name"]  # each cell gets its own
+    return base
 
 
 def build_tiny_spec(tmp_path: Path, model_dir: Path, **grid: Any) -> ExperimentSpec:

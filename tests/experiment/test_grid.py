@@ -64,3 +64,28 @@ def test_spec_errors_name_the_field(tmp_path: Path, tiny_spec: Callable[..., Exp
         tiny_spec(tmp_path, bogus=1)
     with pytest.raises(ConfigError, match="two entries"):
         tiny_spec(tmp_path, methods=["delia", "delia"])
+
+
+def test_a_grid_with_delia_gets_the_step_matched_control(
+    tmp_path: Path, tiny_spec: Callable[..., ExperimentSpec]
+) -> None:
+    spec = tiny_spec(tmp_path, methods=["delia", "common_it"], seeds=[0, 1])
+    control = spec.entry("common_it_matched")
+    assert (control.method, control.match) == ("common_it_matched", "delia")
+    cells = expand(spec).cells
+    delia = {(c.task_size, c.ratio, c.seed, c.variant): c.name for c in cells if c.method == "delia"}
+    matched = [c for c in cells if c.method == "common_it_matched"]
+    assert {(c.task_size, c.ratio, c.seed, c.variant): c.match for c in matched} == delia
+    for cell in matched:
+        assert cell_config(spec, cell, control).matched_to == str(spec.runs_dir / cell.match)
+
+
+def test_the_control_is_not_added_twice_nor_when_opted_out_nor_without_delia(
+    tmp_path: Path, tiny_spec: Callable[..., ExperimentSpec]
+) -> None:
+    listed = tiny_spec(tmp_path)  # lists common_it_matched itself
+    assert [e.method for e in listed.grid.methods].count("common_it_matched") == 1
+    opted_out = tiny_spec(tmp_path, methods=["delia", "common_it"], controls=False)
+    assert [e.name for e in opted_out.grid.methods] == ["delia", "common_it"]
+    no_delia = tiny_spec(tmp_path, methods=["common_it", "icl"])
+    assert [e.name for e in no_delia.grid.methods] == ["common_it", "icl"]

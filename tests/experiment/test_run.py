@@ -214,3 +214,25 @@ def test_recheck_reruns_a_cell_from_scratch_and_compares(
     assert "Reproducibility check" in md.read_text()
     with pytest.raises(DeliaError, match="no finished cell"):
         recheck_cell(spec, "nope", log=lambda line: None)
+
+
+def test_paired_rows_and_facts_come_from_the_real_run_dirs(
+    finished: tuple[ExperimentSpec, ExperimentResults],
+) -> None:
+    spec, results = finished
+    assert {(r.control, r.metric) for r in results.paired} >= {
+        ("common_it", "json_format"),
+        ("common_it_matched", "json_format"),
+    }
+    for row in results.paired:
+        assert row.n_seeds == 2 and row.n_items == 3 and row.ci_low <= row.difference <= row.ci_high
+    facts = {fact.cell: fact for fact in results.facts}
+    delia = facts["delia__n4__r1__s0"]
+    assert delia.plan_diversify and delia.diversified and delia.rewrites is not None
+    assert delia.rewrites.requested is not None and delia.train_steps
+    icl = facts["icl__n4__s0"]
+    # its sibling's diversify/ was copied in, but icl's plan never used it: not diversified
+    assert icl.diversify_stage and not icl.diversified and icl.train_steps == 0
+    text = (Path(spec.out) / "report.md").read_text()
+    assert text.split("\n## ")[1].startswith("Headline: DELIA minus its controls")
+    assert "Per-cell facts (from the run directories)" in text

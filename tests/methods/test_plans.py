@@ -98,7 +98,7 @@ def test_tell_rejects_an_empty_anchor() -> None:
 def test_dmt_trains_task_then_general_data_or_the_reverse(tmp_path: Path, order: str) -> None:
     from delia.mix import mix
 
-    plan = plan_of("dmt", mix={"ratio": 2, "two_stage_order": order})
+    plan = plan_of("dmt", mix={"ratio": 2, "two_stage_order": order}, dmt={"variant": "sequential"})
     assert (plan.schedule, plan.use_diverse, plan.diversify, plan.special_tokens) == (
         "two_stage",
         True,
@@ -127,6 +127,179 @@ def test_dmt_stage_order_survives_the_trainer() -> None:
 def test_dmt_needs_general_data() -> None:
     with pytest.raises(ConfigError, match=r"mix\.ratio"):
         plan_of("dmt", mix={"ratio": 0})
+
+
+def test_dmt_as_published_mixes_a_share_of_the_task_into_the_general_stage(tmp_path: Path) -> None:
+    """Dong et al.'s DMT: stage two is the general data with k of the task data shuffled back in."""
+    from delia.mix import mix
+    from delia.pipeline.effective import effective_config
+
+    config = build_config({"method": "dmt", "mix": {"ratio": 2}, "dmt": {"k": 0.25}})
+    task = sep_task(8)
+    plan = get_method("dmt").plan(config, task)
+    assert (plan.schedule, plan.two_stage_remix, plan.diversify, plan.special_tokens) == (
+        "two_stage",
+        0.25,
+        False,
+        [],
+    )
+    assert plan.notes == [
+        "two stages (DMT): task -> general data at ratio 2 + 2 of 8 task examples (k = 1/4)"
+    ]
+    effective = effective_config(config, plan)
+    assert effective.mix.two_stage_remix == 0.25
+    diverse_path = tmp_path / "diverse.jsonl"
+    write_jsonl(diverse_path, diverse_examples(30))
+    counts = mix(task, diverse_path, effective.mix, tmp_path / "mixed.jsonl")
+    mixed = read_examples(tmp_path / "mixed.jsonl")
+    assert [ex.source for ex in mixed[:8]] == ["task"] * 8  # stage one: the task data
+    stage_two = mixed[8:]
+    assert (
+        sum(ex.source == "task" for ex in stage_two) == 2 == counts["task_remixed"]
+    )  # task examples in stage two
+    assert sum(ex.source == "diverse" for ex in stage_two) == 16
+    assert {ex.id for ex in stage_two if ex.source == "task"} <= {ex.id for ex in task}
+
+
+def test_dmt_defaults_to_the_published_k_and_keeps_sequential_as_a_variant() -> None:
+    from delia.methods.dmt import PUBLISHED_K
+    from delia.pipeline.effective import effective_config
+
+    assert PUBLISHED_K == 1 / 256
+    published = plan_of("dmt", sep_task(30), mix={"ratio": 2})
+    assert published.two_stage_remix == 1 / 256
+    assert "1 of 30 task examples (k = 1/256)" in published.notes[0]  # rounded up: never none
+    sequential = plan_of("dmt", mix={"ratio": 2}, dmt={"variant": "sequential"})
+    assert sequential.two_stage_remix == 0.0 and "sequential" in sequential.notes[0]
+    # The sequential variant's mix stage is hashed as the two_stage schedule was before DMT's k existed.
+    config = build_config({"method": "dmt", "mix": {"ratio": 2}, "dmt": {"variant": "sequential"}})
+    effective = effective_config(config, sequential)
+    plain = build_config({"mix": {"ratio": 2, "schedule": "two_stage"}})
+    assert effective.stage_hash("mix") == plain.stage_hash("mix")
+    assert "two_stage_remix" not in effective.mix.model_dump()
+
+
+def test_dmt_remix_needs_the_task_stage_first() -> None:
+    with pytest.raises(ConfigError, match=r"dmt\.variant.*task_first"):
+        plan_of("dmt", mix={"ratio": 2, "two_stage_order": "diverse_first"})
+    reverse = plan_of(
+        "dmt", mix={"ratio": 2, "two_stage_order": "diverse_first"}, dmt={"variant": "sequential"}
+    )
+    assert reverse.two_stage_order == "diverse_first" and reverse.two_stage_remix == 0.0
+    with pytest.raises(ConfigError, match=r"dmt\.k"):
+        build_config({"method": "dmt", "dmt": {"k": 2}})
+    with pytest.raises(ConfigError, match=r"dmt\.variant"):
+        build_config({"method": "dmt", "dmt": {"variant": "mixed"}})
+
+
+# --------------------------------------------------------------------------------------- diverse_only
+
+
+def test_diverse_only_trains_on_the_diverse_data_alone(tmp_path: Path) -> None:
+    from delia.mix import mix
+    from delia.pipeline.effective import effective_config
+
+    config = build_config({"method": "diverse_only", "mix": {"ratio": 3}})
+    plan = get_method("diverse_only").plan(config, sep_task(4))
+    assert (plan.use_diverse, plan.diversify, plan.schedule, plan.ratio, plan.special_tokens, plan.train) == (
+        True,
+        False,
+        "diverse_only",
+        3,
+        [],
+        True,
+    )
+    diverse_path = tmp_path / "diverse.jsonl"
+    write_jsonl(diverse_path, diverse_examples(20))
+    counts = mix(sep_task(4), diverse_path, effective_config(config, plan).mix, tmp_path / "mixed.jsonl")
+    assert counts["sources"] == {"diverse": 12}
+    assert {ex.source for ex in read_examples(tmp_path / "mixed.jsonl")} == {"diverse"}
+    with pytest.raises(ConfigError, match=r"mix\.ratio"):
+        plan_of("diverse_only", mix={"ratio": 0})
+
+
+# ------------------------------------------------------------------------------------- DELIA, Table 4
+
+OFFICIAL_LIKE_INSTRUCTIONS = [f"Judge the context, phrasing {i}, in the <sep> format." for i in range(60)]
+
+
+def official_like_task() -> list[Example]:
+    """100 records over 60 instructions, as the official <sep> training set: phrasing 7 on three records."""
+    phrasing = [*range(60), 7, *range(39)]
+    return [
+        Example(
+            messages=[
+                {"role": "user", "content": f"context {i}\n\n\n{OFFICIAL_LIKE_INSTRUCTIONS[p]}"},
+                {"role": "assistant", "content": SEP_ANSWERS[i % len(SEP_ANSWERS)]},
+            ]
+        )
+        for i, p in enumerate(phrasing)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("options", "parts"),
+    [
+        ({}, {"diverse": True, "diversified": True, "token": True}),
+        ({"diverse": False}, {"diverse": False, "diversified": True, "token": True}),
+        ({"diversify": False}, {"diverse": True, "diversified": False, "token": True}),
+        ({"diverse": False, "diversify": False}, {"diverse": False, "diversified": False, "token": True}),
+    ],
+)
+def test_delia_table_4_rows_each_remove_exactly_their_part(
+    options: dict[str, Any], parts: dict[str, bool]
+) -> None:
+    plan = plan_of("delia", delia=options)
+    got = {
+        "diverse": plan.use_diverse,
+        "diversified": plan.diversify,
+        "token": plan.special_tokens == ["<sep>"],
+    }
+    assert got == parts
+    assert (plan.schedule, plan.ratio) == (("shuffle", 10.0) if parts["diverse"] else ("task_only", 0.0))
+    assert plan.task_transform is None  # the instructions are left as they are unless asked
+
+
+def test_delia_without_diversified_collapses_an_already_diverse_task_to_one_instruction() -> None:
+    task = official_like_task()
+    plan = plan_of("delia", task, delia={"diversify": False, "canonical_instruction": "most_common"})
+    assert plan.diversify is False and plan.use_diverse is True and plan.special_tokens == ["<sep>"]
+    assert plan.notes[-1] == f"instructions collapsed: 60 distinct -> 1, {OFFICIAL_LIKE_INSTRUCTIONS[7]!r}"
+    collapsed = plan.task_transform(task)
+    assert len(collapsed) == 100
+    assert {ex.instruction.split("\n\n\n")[1] for ex in collapsed} == {OFFICIAL_LIKE_INSTRUCTIONS[7]}
+    for before, after in zip(task, collapsed, strict=True):  # only the instruction part changes
+        assert after.instruction.split("\n\n\n")[0] == before.instruction.split("\n\n\n")[0]
+        assert after.response == before.response and after.source == "task"
+
+
+def test_delia_canonical_instruction_given_as_text() -> None:
+    text = "Check the response for hallucinations; answer in the <sep> format."
+    plan = plan_of("delia", official_like_task(), delia={"diversify": False, "canonical_instruction": text})
+    assert {ex.instruction.rsplit("\n\n", 1)[1] for ex in plan.task_transform(official_like_task())} == {text}
+    with pytest.raises(
+        ConfigError, match=r"delia\.canonical_instruction.*<sep>"
+    ):  # the token would go untrained
+        plan_of("delia", delia={"diversify": False, "canonical_instruction": "Check it."})
+    with pytest.raises(ConfigError, match=r"delia\.canonical_instruction.*delia\.diversify=false"):
+        plan_of("delia", delia={"canonical_instruction": "most_common"})  # diversification would be undone
+    with pytest.raises(ConfigError, match=r"delia\.canonical_instruction"):
+        build_config({"delia": {"canonical_instruction": "  "}})
+
+
+def test_delia_options_dump_as_before_unless_an_instruction_is_set() -> None:
+    """A new option must not change the `delia` section's dump, and so every DELIA run's train hash."""
+    assert build_config({}).options("delia").model_dump() == {"diverse": True, "diversify": True}
+    changed = build_config({"delia": {"diversify": False, "canonical_instruction": "most_common"}})
+    assert changed.options("delia").model_dump()["canonical_instruction"] == "most_common"
+    assert changed.stage_hash("delia") != build_config({"delia": {"diversify": False}}).stage_hash("delia")
+
+
+def test_delia_on_the_official_sep_set_collapses_60_instructions(shared_data: Path) -> None:
+    task = read_examples(shared_data / "delia-reproduce" / "train_dataset.jsonl")
+    plan = plan_of("delia", task, delia={"diversify": False, "canonical_instruction": "most_common"})
+    assert "60 distinct -> 1" in plan.notes[-1]
+    assert len({ex.instruction.rsplit("\n\n", 1)[1] for ex in plan.task_transform(task)}) == 1
 
 
 # ------------------------------------------------------------------------------------------------ ICL
@@ -476,7 +649,7 @@ def test_format_summary_reads_keys_labels_and_quoting() -> None:
 SLOW_OVERRIDES: dict[str, dict[str, Any]] = {
     "random_init": {},
     "mean_embedding": {},
-    "dmt": {"mix": {"ratio": 1, "two_stage_order": "task_first"}},
+    "dmt": {"mix": {"ratio": 1, "two_stage_order": "task_first"}, "dmt": {"variant": "sequential"}},
     "fact_based": {"fact_based": {"n_facts": 1, "qa_per_fact": 1}},
     "icl": {"icl": {"k": 2}},
     "ctg": {"ctg": {"weight": 1.0}},
@@ -566,3 +739,44 @@ def test_tiny_dipmt_run_completes(tmp_path: Path, shared_data: Path) -> None:
     metrics, predictions = finished(run_dir)
     assert any("In this context, the word" in turn["content"] for turn in predictions[0]["prompt"])
     assert "values" in metrics
+
+
+# ------------------------------------------------------------ the new plans through the pipeline (fast)
+
+
+def tiny_pipeline_run(model_dir: Path, tmp_path: Path, method: str, **options: Any) -> Path:
+    """tiny_run on the tiny random model: seconds, no sampling or rewriting."""
+    return tiny_run(
+        tmp_path,
+        method,
+        model={"name": str(model_dir)},
+        task={"builder_options": {"n": 6}},
+        diversify={"enabled": False},
+        lora={"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]},
+        train={"max_length": 128},
+        eval={"max_new_tokens": 4, "bootstrap": 10},
+        **options,
+    )
+
+
+def test_pipeline_runs_dmt_diverse_only_and_a_collapsed_delia(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from delia.pipeline.cache import read_manifest
+
+    dmt = tiny_pipeline_run(tiny_model_dir, tmp_path / "dmt", "dmt", dmt={"k": 0.5})
+    counts = read_manifest(dmt / "mix")["counts"]
+    assert counts["task_remixed"] == 3 and counts["sources"] == {"diverse": 6, "task": 9}
+    sources = [ex.source for ex in read_examples(dmt / "mix" / "mixed.jsonl")]
+    assert sources[:6] == ["task"] * 6 and sources[6:].count("task") == 3  # task examples in stage two
+    assert "3 of 6 task examples (k = 1/2)" in json.loads((dmt / "plan.json").read_text())["notes"][0]
+
+    alone = tiny_pipeline_run(tiny_model_dir, tmp_path / "alone", "diverse_only")
+    assert read_manifest(alone / "mix")["counts"]["sources"] == {"diverse": 6}
+    assert read_manifest(alone / "train")["steps"] == 1 and (alone / "predictions.jsonl").is_file()
+
+    options = {"delia": {"diversify": False, "canonical_instruction": "most_common"}, "tokens": {"add": []}}
+    collapsed = tiny_pipeline_run(tiny_model_dir, tmp_path / "collapsed", "delia", **options)
+    given = read_examples(collapsed / "task" / "task.jsonl")
+    mixed_task = read_examples(collapsed / "mix" / "task.jsonl")
+    split = [ex.instruction.rsplit("\n\n", 1) for ex in mixed_task]
+    assert len({instruction for _, instruction in split}) == 1 < len({ex.instruction for ex in given})
+    assert [head for head, _ in split] == [ex.instruction.rsplit("\n\n", 1)[0] for ex in given]

@@ -57,11 +57,11 @@ def test_method_options_are_validated_at_load_under_the_method_name() -> None:
     config = load_config(None, ["method=tki", "tki.groups=8"])
     assert config.options("tki").groups == 8 and config.options("delia").diverse is True  # the defaults
     assert config.method_sections() == ("tki",)
-    assert load_config(None, ["method=dmt"]).method_sections() == ()  # dmt has no options
+    assert load_config(None, ["method=common_it"]).method_sections() == ()  # common_it has no options
     with pytest.raises(ConfigError, match=r"config delia\.divers \(overrides\): unknown key"):
         load_config(None, ["delia.divers=1"])
-    with pytest.raises(ConfigError, match=r"config dmt \(overrides\): unknown key"):  # dmt has no options
-        load_config(None, ["dmt.x=1"])
+    with pytest.raises(ConfigError, match=r"config common_it \(overrides\): unknown key"):  # no options
+        load_config(None, ["common_it.x=1"])
     with pytest.raises(ConfigError, match=r"config tell\.anchor \(config\): the anchor is empty"):
         build_config({"tell": {"anchor": "  "}})
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import tiny_demo_config
 
 from delia.core.config import RunConfig, build_config
 from delia.core.errors import ConfigError
@@ -18,27 +19,14 @@ STAGE_DIRS = ("task", "diversify", "sample", "mix", "train", "eval")
 
 
 def tiny_config(model_dir: Path, run_dir: Path, **changes: Any) -> RunConfig:
-    data: dict[str, Any] = {
-        "name": "tiny",
-        "method": "delia",
-        "run_dir": str(run_dir),
-        "model": {"name": str(model_dir)},
-        "task": {"builder": "demo", "builder_options": {"n": 6}},
-        "sample": {"sampling": {"max_new_tokens": 6}, "backend": {"batch_size": 8}},
-        "diversify": {"k": 1, "sampling": {"max_new_tokens": 12}, "backend": {"batch_size": 8}},
-        "mix": {"ratio": 2},
-        "lora": {"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]},
-        "train": {"epochs": 1, "batch_size": 4, "micro_batch_size": 4, "max_length": 128, "lr": 1e-3},
-        "eval": {
-            "builder": "demo",
-            "builder_options": {"split": "heldout", "n": 4},
-            "keys": ["name", "city", "job"],
-            "label_key": "city",
-            "limit": 2,
-            "max_new_tokens": 6,
-            "bootstrap": 50,
-        },
-    }
+    data = tiny_demo_config(
+        model_dir,
+        method="delia",
+        run_dir=str(run_dir),
+        task={"builder_options": {"n": 6}},
+        mix={"ratio": 2},
+        eval={"limit": 2},
+    )
     for dotted, value in changes.items():
         node = data
         *parents, last = dotted.split("__")
@@ -247,3 +235,27 @@ def test_demo_general_probe_is_a_cached_stage_of_a_finished_run(tiny_model_dir: 
     assert stage_general(run_dir, config, lines.append) == figures
     assert any(line.startswith("general") and "cached" in line for line in lines)
     assert read_manifest(run_dir / "general")["counts"]["prompts"] > 0
+
+
+def test_auto_eval_budget_is_resolved_and_recorded(
+    delia_run: Path, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    copy = tmp_path / "tiny"
+    shutil.copytree(delia_run, copy, symlinks=True)
+    before = stage_stamps(copy)
+    run(tiny_config(tiny_model_dir, tmp_path, eval__max_new_tokens="auto"), log=lambda line: None)
+    after = stage_stamps(copy)
+    assert {k for k in before if before[k] != after[k]} == {"eval"}  # only the eval stage reads the budget
+    recorded = read_manifest(copy / "eval")["generation"]
+    references = [
+        json.loads(line)["reference"] for line in (copy / "predictions.jsonl").read_text().splitlines()
+    ]
+    assert recorded["max_new_tokens_config"] == "auto" and recorded["max_new_tokens"] >= 16
+    assert recorded["max_new_tokens"] == max(16, 2 * recorded["longest_reference_tokens"])
+    assert len(references) == 2 and recorded["longest_reference_tokens"] > 0
+    metrics = json.loads((copy / "metrics.json").read_text())
+    assert metrics["generation"]["max_new_tokens"] == recorded["max_new_tokens"]
+    assert read_manifest(delia_run / "eval")["generation"] == {
+        "max_new_tokens": 6,
+        "max_new_tokens_config": 6,
+    }

@@ -21,7 +21,7 @@ from delia.cli.score import (
 FORMAT_HELP = "auto, messages, alpaca or prompt."
 LIMIT_HELP = "Evaluate only the first N examples."
 METRIC_HELP = "json_format, translation or exact."
-BUDGET_HELP = "Generation budget per answer."
+BUDGET_HELP = "Generation budget per answer: a number of tokens, or auto (2x the longest reference answer)."
 BATCH_HELP = "Prompts per generation batch."
 MODEL_DEFAULT = "Default: the base model the adapter names, else model.name (the embedded model)."
 
@@ -40,7 +40,7 @@ def register(app: typer.Typer) -> None:
         metric: str | None = config_option("eval.metric", "--metric", help=METRIC_HELP),
         keys: str | None = config_option("eval.keys", "--keys", help=KEYS_HELP),
         label_key: str | None = config_option("eval.label_key", "--label-key", help=LABEL_HELP),
-        max_new_tokens: int | None = config_option(
+        max_new_tokens: str | None = config_option(
             "eval.max_new_tokens", "--max-new-tokens", help=BUDGET_HELP
         ),
         batch_size: int | None = config_option("eval.batch_size", "--batch-size", help=BATCH_HELP),

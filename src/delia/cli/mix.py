@@ -11,7 +11,10 @@ import typer
 from delia.cli._common import print_json, print_mapping
 from delia.cli._config import command_config, config_file_option, config_option, set_option
 
-SCHEDULES = "shuffle (the paper's extensive shuffle), interleave (Algorithm 1), two_stage (DMT), task_only"
+SCHEDULES = (
+    "shuffle (the paper's extensive shuffle), interleave (Algorithm 1), two_stage (DMT), task_only, "
+    "diverse_only"
+)
 
 
 def show_library_logs() -> None:

@@ -54,7 +54,10 @@ GRADIENTS_HELP = (
     "similarity task-task, diverse-diverse and task-diverse; norms; cancellation ||mean g|| / mean "
     "||g|| per source (about 1/sqrt(n) for unrelated directions); and, with V the top-k singular "
     "directions of half the task gradients, the held-out fraction ||V g|| / ||g|| for task, diverse "
-    "and mixed g = w g_task + (1-w) g_diverse (w = 1/(1+ratio)). A fresh LoRA has gradients on B only "
+    "and mixed batches: measured on real mixed batches (each task batch plus ratio x batch-size diverse "
+    "examples, one loss over all their answer tokens, as training computes it) beside the old arithmetic "
+    "mix w g_task + (1-w) g_diverse (w = 1/(1+ratio)), labelled as such. The findings, worded from the "
+    "numbers, say what supports the paper and what goes against it. A fresh LoRA has gradients on B only "
     "(B = 0 at init). Writes gradients.json, gradients.csv/.md and gradients.png (cosine heatmap + "
     "fractions)."
 )
@@ -95,12 +98,21 @@ def register(app: typer.Typer) -> None:
         ),
         out: Path = typer.Option(Path("probes"), "--out", help=OUT_HELP),
         device: str = typer.Option("cpu", "--device"),
+        missing_token: str = typer.Option(
+            "skip",
+            "--missing-token",
+            help="A model without the token: skip (n/a), or add it for the probe only, its row the mean "
+            "embedding of the token's plain-text pieces (recorded in the output).",
+        ),
     ) -> None:
+        from delia.core.errors import DeliaError
         from delia.probe.loading import probe_targets
         from delia.probe.repr import run_repr_probe
 
+        if missing_token not in ("skip", "add"):
+            raise DeliaError(f"--missing-token {missing_token!r}: choose skip or add")
         targets = probe_targets(model, runs, include_base=not no_base)
-        result = run_repr_probe(targets, out, token, keywords, templates or None, chat, device)
+        result = run_repr_probe(targets, out, token, keywords, templates or None, chat, device, missing_token)
         files = ["repr.json", "repr.csv", "repr_table.csv", "repr_table.md", "repr.png"]
         _print_outputs(
             f"L2({token}, keyword) at first / middle / last block", result["table"], result["out_dir"], files
@@ -234,5 +246,9 @@ def register(app: typer.Typer) -> None:
             result["out_dir"],
             ["gradients.json", "gradients.csv", "gradients.md", "gradients.png"],
         )
+        for item in result["findings"]:
+            console.print(
+                f"- {item['verdict']} ({item['topic']}): {item['text']}", highlight=False, markup=False
+            )
 
     app.add_typer(probe_app, name="probe")

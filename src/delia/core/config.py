@@ -13,7 +13,7 @@ import json
 import math
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import (
@@ -39,6 +39,19 @@ from delia.core.registry import METHODS
 class Section(BaseModel):
     # coerce_numbers_to_str: `--set name=2024` parses 2024 as a YAML int; a str field should still take it.
     model_config = ConfigDict(extra="forbid", validate_assignment=True, coerce_numbers_to_str=True)
+    # Fields added after runs were cached: left out of the dump while at their default, so that adding one
+    # keeps the section's dump, and so every stage hash and config.yaml made before it, as they were.
+    omit_at_default: ClassVar[tuple[str, ...]] = ()
+
+    @model_serializer(mode="wrap")
+    def _dump_without_new_defaults(
+        self, handler: SerializerFunctionWrapHandler, info: SerializationInfo
+    ) -> dict[str, Any]:
+        dumped = handler(self)
+        for name in self.omit_at_default:
+            if getattr(self, name) == type(self).model_fields[name].default:
+                dumped.pop(name, None)
+        return dumped
 
 
 class ModelConfig(Section):
@@ -138,10 +151,13 @@ class TokensConfig(Section):
 
 
 class MixConfig(Section):
-    schedule: Literal["shuffle", "interleave", "two_stage", "task_only"] = "shuffle"
+    schedule: Literal["shuffle", "interleave", "two_stage", "task_only", "diverse_only"] = "shuffle"
     ratio: float = 10.0
     two_stage_order: Literal["task_first", "diverse_first"] = "task_first"
     seed: int = 0
+    # two_stage, task first: the share of the task examples shuffled back into the general stage (DMT's k).
+    two_stage_remix: float = Field(0.0, ge=0, le=1)
+    omit_at_default: ClassVar[tuple[str, ...]] = ("two_stage_remix",)
 
     @field_validator("ratio")
     @classmethod
@@ -192,12 +208,23 @@ class EvalConfig(Section):
     metric: Literal["json_format", "translation", "exact"] = "json_format"
     keys: list[str] = Field(default_factory=lambda: ["thought", "hallucination"])
     label_key: str | None = "hallucination"
-    max_new_tokens: int = Field(256, ge=1)
+    # "auto": 2x the longest reference answer among the eval examples, in the model's tokens (at least 16),
+    # resolved by the eval stage and recorded in its manifest and metrics.json.
+    max_new_tokens: int | Literal["auto"] = 256
     batch_size: int = Field(16, ge=1)
     do_sample: bool = False
     bootstrap: int = Field(1000, ge=0)
     bleurt_checkpoint: str | None = None  # a local BLEURT checkpoint: translation also reports BLEURT
     comet_checkpoint: str | None = None  # a local COMET checkpoint: translation also reports COMET
+
+    @field_validator("max_new_tokens", mode="before")
+    @classmethod
+    def _positive_or_auto(cls, value: Any) -> Any:
+        # Checked before the union, so a bad value gets one message rather than one per member of the union.
+        number = str(value).strip() if isinstance(value, int | str) and not isinstance(value, bool) else ""
+        if value != "auto" and not (number.isdigit() and int(number) >= 1):
+            raise ValueError(f"must be a whole number >= 1 or 'auto', got {value!r}")
+        return value if value == "auto" else int(number)
 
 
 class RunConfig(Section):

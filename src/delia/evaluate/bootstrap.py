@@ -1,4 +1,5 @@
-"""Seeded percentile-bootstrap 95% confidence intervals, for means and for sacreBLEU corpus metrics."""
+"""Seeded percentile-bootstrap 95% confidence intervals: for means, for sacreBLEU corpus metrics, and for
+the mean of a seeds x items matrix (paired differences over training seeds and eval items together)."""
 
 from __future__ import annotations
 
@@ -85,3 +86,31 @@ def figure(scores: Sequence[float], n_resamples: int, seed: int = 0) -> dict[str
     low, high = mean_ci(values, n_resamples, seed)
     value = sum(values) / len(values) if values else math.nan
     return {"value": value, "n": len(values), "ci_low": low, "ci_high": high}
+
+
+def seed_item_ci(
+    differences: np.ndarray | Sequence[Sequence[float]],
+    n_resamples: int,
+    seed: int = 0,
+    level: float = LEVEL,
+) -> tuple[float, float]:
+    """Two-level percentile bootstrap of the mean of a seeds x items matrix (e.g. per-item paired
+    differences, one row per training seed, the same eval items in every row).
+
+    Each resample draws seeds with replacement and, independently, items with replacement, and takes the
+    mean over the drawn grid. Seeds and items are crossed (every seed answers the same items), so both are
+    resampled once per replicate rather than items within each seed: the interval then covers a new
+    training run and a new draw of eval items together. With one seed it is the items-only bootstrap."""
+    matrix = np.asarray(differences, dtype=float)
+    if matrix.ndim != 2 or matrix.size == 0:
+        return math.nan, math.nan
+    n_seeds, n_items = matrix.shape
+    if n_resamples <= 0 or matrix.size == 1:
+        mean = float(matrix.mean())
+        return mean, mean
+    rng = np.random.default_rng(seed)
+    # Counts of each seed and item in a replicate: the grid mean is then w @ D @ v / (S * I), no copies.
+    seed_counts = rng.multinomial(n_seeds, np.full(n_seeds, 1.0 / n_seeds), size=n_resamples)
+    item_counts = rng.multinomial(n_items, np.full(n_items, 1.0 / n_items), size=n_resamples)
+    means = np.einsum("rs,si,ri->r", seed_counts, matrix, item_counts) / (n_seeds * n_items)
+    return _interval(means, level)

@@ -147,3 +147,36 @@ def score(
             row["truncated"] = bool(hit)
         result["values"]["truncated"] = figure([float(h) for h in hit_limit], cfg.bootstrap, seed)
     return {"metric": metric, "n": len(predictions), "bootstrap": cfg.bootstrap, "seed": seed, **result}
+
+
+def score_by_group(
+    metric: str,
+    predictions: Sequence[str],
+    references: Sequence[str | None],
+    groups: Sequence[str | None],
+    cfg: EvalConfig,
+    *,
+    hit_limit: Sequence[bool] | None = None,
+    sources: Sequence[str] | None = None,
+    seed: int = 0,
+) -> dict[str, dict[str, Any]]:
+    """Each group's own figures ({group: {"n", "values"}}), scored apart (corpus BLEU is not a mean of
+    per-example scores); examples whose group is None belong to none."""
+    by_group: dict[str, dict[str, Any]] = {}
+    for group in sorted({g for g in groups if g is not None}):
+        picked = [i for i, g in enumerate(groups) if g == group]
+
+        def take(values: Sequence[Any] | None, picked: list[int] = picked) -> list[Any] | None:
+            return None if values is None else [values[i] for i in picked]
+
+        result = score(
+            metric,
+            [predictions[i] for i in picked],
+            take(references),
+            cfg,
+            hit_limit=take(hit_limit),
+            sources=take(sources),
+            seed=seed,
+        )
+        by_group[group] = {"n": result["n"], "values": result["values"]}
+    return by_group

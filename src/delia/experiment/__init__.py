@@ -4,6 +4,7 @@
   spec.py          the experiment YAML            grid.py     cells and their run configs
   records.py       typed cell.json, results.json, probes/summary.json, search.json, recheck.json
   runner.py        resumable execution            results.py  results.json (cells + summary)
+  paired.py        DELIA minus its controls       facts.py    per-cell facts read from the run dirs
   probes.py        probes on the headline slice   report/     report.md / report.html (tables, plots)
   search.py        golden-section search          ratio_search.py  the search as runs
 See docs/experiments.md.

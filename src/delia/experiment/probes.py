@@ -101,11 +101,18 @@ def run_repr(spec: ExperimentSpec, cells: list[Cell], out_dir: Path) -> dict[str
     targets = [base] + [
         ProbeTarget(target_name(c), model_spec_of(spec, c), cell_dir(spec, c) / "adapter") for c in trained
     ]
-    settings = (spec.probes.token, spec.probes.keywords)
+    settings = (spec.probes.token, spec.probes.keywords, spec.probes.missing_token)
     key = fingerprint([(t.name, str(t.adapter_dir)) for t in targets], settings, _stamps(spec, trained))
     if not up_to_date(out_dir, key):
         run_repr_probe(
-            targets, out_dir, spec.probes.token, spec.probes.keywords, None, False, spec.probes.device
+            targets,
+            out_dir,
+            spec.probes.token,
+            spec.probes.keywords,
+            None,
+            False,
+            spec.probes.device,
+            spec.probes.missing_token,
         )
         mark_done(out_dir, key)
     return read_json(out_dir / "repr.json")
@@ -220,6 +227,7 @@ def aggregate_repr(data: dict[str, Any] | None, keywords: list[str]) -> list[Pro
                         method=method,
                         keyword=keyword,
                         applicable=True,
+                        token_added=any(r.get("token_row") == "added_for_probe" for r in applicable),
                         where=where,
                         block=block,
                         **mean_ci(values),

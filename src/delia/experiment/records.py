@@ -1,7 +1,8 @@
 """Typed records of the files an experiment writes: cell.json, results.json, probes/summary.json,
 search.json and recheck.json.
 
-Field order is the files' key order, so a file read and written back keeps its layout.
+Field order is the files' key order, so a file read and written back keeps its layout. Fields added after
+files were committed have defaults, so those files still load (and their reports regenerate).
 """
 
 from __future__ import annotations
@@ -121,6 +122,9 @@ class CellRow(Record):
     compute_seconds: float | None = None  # results.json files written before the field lack it
     run_dir: str
     cell: str
+    truncated: float | None = (
+        None  # the cell's truncated share (eval metric `truncated`); older files lack it
+    )
 
     @property
     def slice_key(self) -> SliceKey:
@@ -145,6 +149,7 @@ class SummaryRow(Record):
     n_eval: int | None
     values: list[float]
     train_steps: list[int | None]
+    truncated: list[float | None] | None = None  # per seed, beside `values`; older files lack it
 
     @property
     def slice_key(self) -> SliceKey:
@@ -187,6 +192,56 @@ class GridCells(Record):
     skipped: list[SkippedCell]
 
 
+class RewriteCounts(Record):
+    """diversify/: the rewrites its report counts and the examples its manifest counts."""
+
+    requested: int | None = None
+    accepted: int | None = None
+    accepted_llm: int | None = None
+    accepted_rule: int | None = None
+    fallbacks: int | None = None  # examples with no accepted rewrite: they keep their original instruction
+    examples_in: int | None = None
+    examples_out: int | None = None
+
+
+class CellFacts(Record):
+    """What a finished cell's run directory says it did: plan.json and the stage manifests, never notes."""
+
+    cell: str
+    method: str
+    plan_diversify: bool | None  # plan.json `diversify` (None: no plan.json)
+    diversify_stage: bool  # diversify/manifest.json exists (a sibling's copy counts only with the plan)
+    diversified: bool  # the plan asked for rewrites and the stage that made them is there
+    rewrites: RewriteCounts | None
+    train_steps: int | None  # train/manifest.json `steps` (0: the plan does not train)
+    truncated: float | None  # eval metric `truncated`: answers cut off by eval.max_new_tokens
+    n_eval: int | None
+
+
+class PairedRow(Record):
+    """DELIA minus a control on the same eval items, over the seeds where both cells finished: the
+    headline statistic, with a bootstrap interval over seeds and items together."""
+
+    variant: str | None
+    task_size: int | None
+    ratio: float | None  # DELIA's
+    control: str  # the control's entry label
+    control_ratio: float | None
+    metric: str
+    difference: float  # mean over seeds and items of DELIA's per-item score minus the control's
+    ci_low: float
+    ci_high: float
+    ci_method: str
+    items_ci_low: float  # items-only bootstrap of the seed-averaged differences (leaves out seed spread)
+    items_ci_high: float
+    delia_mean: float
+    control_mean: float
+    n_seeds: int
+    seeds: list[int]
+    n_items: int  # items both answered in every paired seed
+    pairs: list[list[str]]  # [DELIA cell, control cell] per seed
+
+
 class ExperimentResults(Record):
     """results.json."""
 
@@ -201,6 +256,8 @@ class ExperimentResults(Record):
     failed: list[FailedCell]
     cells: list[CellRow]
     summary: list[SummaryRow]
+    paired: list[PairedRow] = Field(default_factory=list)  # files written before the field lack these two
+    facts: list[CellFacts] = Field(default_factory=list)
 
 
 class ProbeRow(Record):
@@ -212,6 +269,7 @@ class ProbeRow(Record):
     n_prompts: int | None = None
     applicable: bool | None = None
     reason: str | None = None  # why a repr probe did not apply
+    token_added: bool = False  # the run had no such token: added for the probe (mean of its pieces' rows)
     where: str | None = None  # "first", "middle" or "last" block
     block: int | None = None
     mean: float | None = None

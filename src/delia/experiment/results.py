@@ -1,4 +1,6 @@
-"""results.json: one row per (cell, metric), and a summary over seeds with a 95% CI.
+"""results.json: one row per (cell, metric), a summary over seeds with a 95% CI, the paired differences
+DELIA minus its controls (experiment.paired), and each cell's facts read from its run directory
+(experiment.facts).
 
 The CI of a summary row is a Student-t interval over the seeds' values (mean +- t(0.975, n-1) s / sqrt(n));
 it is not clipped to a metric's range. With one seed there is no spread to use, so the row carries that
@@ -14,10 +16,13 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+from delia.experiment.facts import cell_facts
 from delia.experiment.grid import Expansion, cell_dir, config_data
+from delia.experiment.paired import paired_rows
 from delia.experiment.records import (
     AblationSwitches,
     Cell,
+    CellFacts,
     CellRecord,
     CellRow,
     CiNote,
@@ -48,8 +53,10 @@ def t_interval(values: list[float], level: float = LEVEL) -> tuple[float, float]
 
 
 def cell_rows(record: CellRecord, metrics: list[str] | None) -> list[CellRow]:
-    """One row per metric of a finished cell (all of them when `metrics` is None)."""
+    """One row per metric of a finished cell (all of them when `metrics` is None), each with the cell's
+    truncated share beside it (whether or not `truncated` is one of `metrics`)."""
     cell = record.cell
+    truncated = record.values.get("truncated")
     return [
         CellRow(
             variant=cell.variant,
@@ -68,6 +75,7 @@ def cell_rows(record: CellRecord, metrics: list[str] | None) -> list[CellRow]:
             compute_seconds=record.compute_seconds,
             run_dir=record.run_dir,
             cell=cell.name,
+            truncated=truncated.value if truncated is not None else None,
         )
         for metric, figure in record.values.items()
         if metrics is None or metric in metrics
@@ -106,6 +114,7 @@ def summarise(rows: list[CellRow]) -> list[SummaryRow]:
                 n_eval=members[0].n,
                 values=values,
                 train_steps=[r.train_steps for r in members],
+                truncated=[r.truncated for r in members],
             )
         )
     return sorted(summary, key=sort_key)
@@ -121,17 +130,20 @@ def sort_key(row: SummaryRow) -> tuple[str, str, int, float, str]:
     )
 
 
-def collect(spec: ExperimentSpec, cells: list[Cell]) -> tuple[list[CellRow], list[str]]:
-    """Rows of every finished cell, and the names of cells without a finished record."""
+def collect(spec: ExperimentSpec, cells: list[Cell]) -> tuple[list[CellRow], list[str], list[CellFacts]]:
+    """Rows of every finished cell, the names of cells without a finished record, and the finished cells'
+    facts from their run directories."""
     rows: list[CellRow] = []
     missing: list[str] = []
+    facts: list[CellFacts] = []
     for cell in cells:
         record = read_cell_record(cell_dir(spec, cell))
         if record is None:
             missing.append(cell.name)
         else:
             rows.extend(cell_rows(record, spec.metrics))
-    return rows, missing
+            facts.append(cell_facts(record))
+    return rows, missing, facts
 
 
 def failures(spec: ExperimentSpec, cells: list[Cell]) -> list[FailedCell]:
@@ -164,7 +176,7 @@ def method_table(spec: ExperimentSpec) -> list[MethodRow]:
 def write_results(
     spec: ExperimentSpec, expansion: Expansion, command: str | None = None
 ) -> ExperimentResults:
-    rows, missing = collect(spec, expansion.cells)
+    rows, missing, facts = collect(spec, expansion.cells)
     results = ExperimentResults(
         experiment=spec.name,
         spec=spec,
@@ -177,6 +189,8 @@ def write_results(
         failed=failures(spec, expansion.cells),
         cells=rows,
         summary=summarise(rows),
+        paired=paired_rows(spec, rows, spec.metrics),
+        facts=facts,
     )
     write_record(Path(spec.out) / RESULTS_FILE, results)
     return results

@@ -14,6 +14,11 @@
       ratios: [0, 10]
       seeds: [0, 1, 2]
       variants: {en-is: [...], is-en: [...]}   # optional named override sets (e.g. directions)
+      controls: true                       # add common_it_matched (match: delia) when `delia` is listed
+
+A grid with an entry labelled `delia` gets the step-matched control `common_it_matched` (common IT trained
+for exactly as many optimizer steps as each DELIA cell) unless it lists a common_it_matched entry itself or
+sets `grid.controls: false`: without it, a DELIA gain cannot be told apart from a larger training budget.
 
 Paths in the base config are relative to the working directory, as for `delia run`; `base` itself is tried
 relative to the working directory first, then to the experiment file.
@@ -22,7 +27,7 @@ relative to the working directory first, then to the experiment file.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -49,6 +54,7 @@ class Grid(Strict):
     ratios: list[float] = Field(default_factory=lambda: [10.0])
     seeds: list[int] = Field(default_factory=lambda: [0])
     variants: dict[str, list[str]] = Field(default_factory=dict)
+    controls: bool = True  # add the step-matched control to a grid with DELIA (see add_controls)
 
     @field_validator("methods", mode="before")
     @classmethod
@@ -78,6 +84,9 @@ class ProbeSpec(Strict):
     repr: bool = True
     keywords: list[str] = Field(default_factory=lambda: ["json", "thought"])
     token: str = "<sep>"
+    # A run without the token (common IT, DMT...): probe it with the token added for the probe, its row the
+    # mean of its plain-text pieces' embeddings, so Table 1 compares every method; "skip" reports n/a.
+    missing_token: Literal["skip", "add"] = "add"
     divergent: bool = True
     divergent_limit: int = 16
     losscurve: bool = True
@@ -128,6 +137,21 @@ class ExperimentSpec(Strict):
         raise ConfigError("grid.methods", f"no method entry named {label!r}")
 
 
+DELIA_LABEL = "delia"  # the entry the headline and the controls are about
+CONTROL = MethodEntry(name="common_it_matched", method="common_it_matched", match=DELIA_LABEL)
+
+
+def add_controls(spec: ExperimentSpec) -> ExperimentSpec:
+    """The spec with the step-matched control appended when it lists `delia` but no common_it_matched
+    entry (and `grid.controls` is on); its cells follow DELIA's sizes, ratios, seeds and variants."""
+    labels = {entry.name for entry in spec.grid.methods}
+    listed = any(entry.method == CONTROL.method for entry in spec.grid.methods)
+    if not spec.grid.controls or DELIA_LABEL not in labels or listed or CONTROL.name in labels:
+        return spec
+    grid = spec.grid.model_copy(update={"methods": [*spec.grid.methods, CONTROL.model_copy()]})
+    return spec.model_copy(update={"grid": grid})
+
+
 def validate_entries(spec: ExperimentSpec) -> None:
     labels = [entry.name for entry in spec.grid.methods]
     duplicate = next((label for label in labels if labels.count(label) > 1), None)
@@ -150,6 +174,7 @@ def build_spec(data: dict[str, Any], source: str) -> ExperimentSpec:
         field = ".".join(str(p) for p in first["loc"]) or "(root)"
         message = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
         raise ConfigError(f"{field} ({source})", message.removeprefix("Value error, ")) from None
+    spec = add_controls(spec)
     validate_entries(spec)
     return spec
 

@@ -2,16 +2,28 @@
 
 `generate(do_sample=True)` draws every row of a batch from one global RNG, so a prompt's sample depends on
 which prompts share its batch and in what order; a resumed run, whose batches hold only what is left,
-would then sample different answers. This processor runs after transformers' own warpers (temperature,
-top-k, top-p) and picks each row's token with that row's generator (the exponential race: argmax of
-p / E, E ~ Exp(1), is a draw from p), then masks every other token so the sampler's own draw is forced.
-Hand-written because transformers has no per-row generator option.
+would then sample different answers. This processor picks each row's token with that row's generator (the
+exponential race: argmax of p / E, E ~ Exp(1), is a draw from p), then masks every other token so the
+sampler's own draw is forced. Hand-written because transformers has no per-row generator option.
+
+`generate` applies a caller's processors before its own warpers, so the warpers (temperature, top-k, top-p)
+must come first in the caller's list (`sampling_warpers`): without them the draw was from the raw
+distribution, at temperature 1 over the whole vocabulary, whatever the config said (fixed 2026-12-01).
 """
 
 from __future__ import annotations
 
 import torch
-from transformers import LogitsProcessor
+from transformers import (
+    LogitsProcessor,
+    PreTrainedModel,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
+
+from delia.core.config import SamplingConfig
+from delia.generation.decode import DEFAULT_TOP_K
 
 
 class PerRowSampler(LogitsProcessor):
@@ -40,3 +52,15 @@ class PerRowSampler(LogitsProcessor):
         chosen = torch.argmax(probs / race, dim=-1, keepdim=True)
         forced = torch.full_like(scores, float("-inf"))
         return forced.scatter_(1, chosen, 0.0)
+
+
+def sampling_warpers(model: PreTrainedModel, sampling: SamplingConfig) -> list[LogitsProcessor]:
+    """temperature, top-k (the model's generation config, else transformers' default 50), top-p: what
+    `generate` itself would apply, in its order."""
+    top_k = getattr(model.generation_config, "top_k", None)
+    warpers: list[LogitsProcessor] = [TemperatureLogitsWarper(sampling.temperature)]
+    if (DEFAULT_TOP_K if top_k is None else top_k) > 0:
+        warpers.append(TopKLogitsWarper(DEFAULT_TOP_K if top_k is None else top_k))
+    if sampling.top_p < 1.0:
+        warpers.append(TopPLogitsWarper(sampling.top_p))
+    return warpers

@@ -21,6 +21,7 @@ from delia.core.config import SamplingConfig
 from delia.core.models import autocast, cpu_supports_bf16, load_model, load_tokenizer
 from delia.core.registry import BACKENDS
 from delia.generation.base import BackendRequest, GenerationStats, Message
+from delia.generation.decode import ContinuousDecoder, supports
 from delia.generation.threads import keep_threads_current
 
 if TYPE_CHECKING:
@@ -99,6 +100,11 @@ class LocalBackend:
         self.last_new_tokens = [0] * len(texts)
         bar = tqdm(total=len(texts), desc="generate", unit="prompt", disable=not self.progress, leave=False)
         torch.manual_seed(sampling.seed)
+        if self.continuous_batching():
+            self._generate_continuous(texts, order, sampling, seeds, outputs, bar)
+            bar.close()
+            self.stats.per_prompt_tokens.extend(self.last_new_tokens)
+            return outputs
         for start in range(0, len(order), self.batch_size):
             batch = order[start : start + self.batch_size]
             batch_seeds = [seeds[i] for i in batch] if seeds is not None else None
@@ -116,6 +122,50 @@ class LocalBackend:
         bar.close()
         self.stats.per_prompt_tokens.extend(self.last_new_tokens)
         return outputs
+
+    def continuous_batching(self) -> bool:
+        """Rows leave the batch when they finish and waiting prompts take their place (generation/decode.py);
+        `generate` remains for what that loop does not do: stop strings, extra logits processors (CTG),
+        sliding-window caches, generation-config penalties."""
+        if self.stop_strings or self.logits_processor_factory is not None:
+            return False
+        return supports(self.model)
+
+    def _generate_continuous(
+        self,
+        texts: list[str],
+        order: list[int],
+        sampling: SamplingConfig,
+        seeds: list[int] | None,
+        outputs: list[str],
+        bar: tqdm,
+    ) -> None:
+        prompts = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        model, precision = self.generation_model()
+        decoder = ContinuousDecoder(
+            model,
+            self.stop_ids,
+            self.tokenizer.pad_token_id,
+            sampling,
+            slots=self.batch_size,
+            seeds=seeds,
+            between_steps=keep_threads_current,
+        )
+        start = time.perf_counter()
+
+        def finished(index: int, tokens: list[int]) -> None:
+            # Special tokens the user added (e.g. <sep>) must survive decoding, so decode without skipping.
+            outputs[index] = self.tokenizer.decode(tokens, skip_special_tokens=False).strip()
+            self.last_new_tokens[index] = len(tokens)
+            self.stats.prompts += 1
+            self.stats.new_tokens += len(tokens)
+            bar.update(1)
+
+        decoder.on_done = finished
+        with torch.inference_mode(), precision:
+            decoder.run(prompts, order)
+        self.stats.seconds += time.perf_counter() - start
+        bar.set_postfix(tok_s=f"{self.stats.tokens_per_second:.0f}")
 
     def _uses_cpu_bf16_copy(self) -> bool:
         if not self.cpu_bf16_weights or self.autocast_mode == "none" or self.model.device.type != "cpu":
@@ -161,13 +211,19 @@ class LocalBackend:
             options["stopping_criteria"] = StoppingCriteriaList([follow_free_cores()])
         if self.logits_processor_factory is not None:  # given the model that generates (maybe the bf16 copy)
             options["logits_processor"] = self.logits_processor_factory(model, self.tokenizer)
-        if do_sample and seeds is not None:  # last, after the warpers and any factory's processors
+        if do_sample and seeds is not None:
             from transformers import LogitsProcessorList
 
-            from delia.generation._seeded import PerRowSampler  # imports transformers
+            from delia.generation._seeded import PerRowSampler, sampling_warpers  # imports transformers
 
+            # `generate` runs a caller's processors BEFORE its own warpers, so the draw would ignore
+            # temperature and top-p: the warpers go into the list ahead of the per-row draw.
             options["logits_processor"] = LogitsProcessorList(
-                [*options.get("logits_processor", []), PerRowSampler(seeds)]
+                [
+                    *options.get("logits_processor", []),
+                    *sampling_warpers(model, sampling),
+                    PerRowSampler(seeds),
+                ]
             )
         with torch.inference_mode(), precision:
             generated = model.generate(

@@ -30,9 +30,10 @@ class MethodPlan:
 
     use_diverse: bool = True  # sample (or read) diverse data and mix it in
     diversify: bool = True  # rewrite task instructions (anisotropic diversification)
-    schedule: str = "shuffle"  # mix schedule: shuffle | interleave | two_stage | task_only
+    schedule: str = "shuffle"  # mix schedule: shuffle | interleave | two_stage | task_only | diverse_only
     ratio: float = 10.0
     two_stage_order: str = "task_first"
+    two_stage_remix: float = 0.0  # two_stage: share of the task examples shuffled into the second stage
     special_tokens: list[str] = field(default_factory=list)  # tokens to add before training
     token_init: str = "random"
     token_description: str | None = None

@@ -20,6 +20,7 @@ def effective_config(config: RunConfig, plan: MethodPlan) -> RunConfig:
     effective.mix.schedule = plan.schedule
     effective.mix.ratio = plan.ratio if plan.use_diverse else 0.0
     effective.mix.two_stage_order = plan.two_stage_order
+    effective.mix.two_stage_remix = plan.two_stage_remix
     effective.tokens.add = list(plan.special_tokens)
     effective.tokens.init = plan.token_init
     effective.tokens.description = plan.token_description

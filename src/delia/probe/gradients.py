@@ -12,9 +12,13 @@ flattened to one float32 vector; the model is in eval mode (no dropout).
   biased dirs   the top-k right singular vectors V of the (uncentred) matrix of half the task gradients: the
                 directions task updates consistently push. On the other, held-out half we report
                 fraction = ||V g|| / ||g|| for task gradients, diverse gradients and mixed gradients
-                g_mix = w g_task + (1 - w) g_diverse (w = 1 / (1 + ratio), a batch's expected task share),
-                the absolute component ||V g|| of task and mixed gradients, and sqrt(k / P'), the fraction
-                a random direction would have among the P' coordinates that receive any gradient.
+                g_mix = w g_task + (1 - w) g_diverse (w = 1 / (1 + ratio), a batch's expected task share:
+                arithmetic, labelled so), the same for real mixed batches (probe/mixed.py), the absolute
+                component ||V g|| of task and mixed gradients, and sqrt(k / P'), the fraction a random
+                direction would have among the P' coordinates that receive any gradient.
+  mixed batches each task batch with round(ratio x batch size) diverse examples in one batch, its gradient
+                taken as training takes it: cosine with the task gradient and norms, beside the arithmetic.
+  findings      sentences built from these numbers saying what supports the paper and what goes against it.
 A fresh LoRA (B = 0 at init) only has gradients on its B matrices; a loaded adapter gives gradients on both.
 """
 
@@ -33,11 +37,19 @@ from tqdm.auto import tqdm
 from delia.core.errors import DeliaError
 from delia.core.example import Example
 from delia.core.io import write_json
+from delia.probe.gradient_text import findings, findings_markdown, summary_rows
 from delia.probe.loading import ProbeTarget, load_target
+from delia.probe.mixed import (
+    MixedBatch,
+    MixedGradient,
+    build_mixed_batches,
+    mixed_batch_gradient,
+    mixed_report,
+    summed_gradient,
+)
 from delia.probe.plots import plot_gradients
 from delia.probe.tables import write_table
 from delia.train.collate import MicroBatch, encode_examples, pad
-from delia.train.loss import LabelLoss
 
 if TYPE_CHECKING:
     from peft import PeftModel
@@ -88,16 +100,8 @@ def batch_gradient(
     model: PreTrainedModel, params: list[torch.nn.Parameter], batch: MicroBatch
 ) -> tuple[torch.Tensor, float]:
     """Flattened gradient of the batch's mean loss per label token (the training loss), and that loss."""
-    batch = batch.to(params[0].device)
-    loss = LabelLoss(model)(batch).loss_sum / batch.n_labels
-    grads = torch.autograd.grad(loss, params, allow_unused=True)
-    flat = torch.cat(
-        [
-            (g if g is not None else torch.zeros_like(p)).float().flatten()
-            for g, p in zip(grads, params, strict=True)
-        ]
-    )
-    return flat.cpu(), float(loss.detach())
+    summed, outputs = summed_gradient(model, params, batch)
+    return summed / batch.n_labels, float(outputs.loss_sum.detach()) / batch.n_labels
 
 
 def sample_batches(
@@ -130,6 +134,25 @@ def compute_gradients(
         vector, loss = batch_gradient(model, params, batch)
         out.append(BatchGradient(source, vector, loss, batch.n_labels))
     return out
+
+
+def compute_mixed_gradients(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    batches: list[MixedBatch],
+    max_length: int,
+    micro_batch_size: int,
+    task_source: str = "task",
+    progress: bool = True,
+) -> list[MixedGradient]:
+    """The gradient of each real mixed batch, as one training step would take it (probe/mixed.py)."""
+    params = lora_parameters(model)
+    return [
+        mixed_batch_gradient(
+            model, params, tokenizer, batch.examples, max_length, micro_batch_size, task_source
+        )
+        for batch in tqdm(batches, desc="mixed batches", unit="batch", disable=not progress)
+    ]
 
 
 def cosine_matrix(vectors: torch.Tensor) -> torch.Tensor:
@@ -173,9 +196,14 @@ def active_coordinates(*matrices: torch.Tensor) -> int:
 
 
 def biased_direction_report(
-    task: torch.Tensor, diverse: torch.Tensor, ratio: float, top_k: int
+    task: torch.Tensor,
+    diverse: torch.Tensor,
+    ratio: float,
+    top_k: int,
+    measured: torch.Tensor | None = None,
 ) -> dict[str, Any]:
-    """Fit V on the first half of task gradients; measure the held-out half, diverse, and mixed gradients."""
+    """Fit V on the first half of task gradients; measure the held-out half, diverse, and mixed gradients
+    (arithmetic, and `measured`: real mixed batches whose row i holds task batch i's examples)."""
     n_fit = task.shape[0] // 2
     if n_fit < top_k or task.shape[0] - n_fit < 1:
         raise DeliaError(f"need at least {2 * top_k} task batches for --top-k {top_k}, got {task.shape[0]}")
@@ -191,18 +219,23 @@ def biased_direction_report(
     component_task = float(subspace_component(held_out, directions).mean())
     component_mixed = float(subspace_component(mixed, directions).mean())
     fractions = {"task": fraction(held_out), "diverse": fraction(diverse), "mixed": fraction(mixed)}
+    components = {"task": component_task, "mixed": component_mixed}
+    if measured is not None and measured.shape[0] > n_fit:
+        fractions["mixed_measured"] = fraction(measured[n_fit:])
+        components["mixed_measured"] = float(subspace_component(measured[n_fit:], directions).mean())
     return {
         "top_k": top_k,
         "fit_batches": n_fit,
         "held_out_task_batches": held_out.shape[0],
         "ratio": ratio,
         "task_weight": weight,
+        "mixed_is": "arithmetic: task_weight x g_task + (1 - task_weight) x g_diverse; see mixed_measured",
         # A random direction within the coordinates that get gradients at all (fresh LoRA: B only).
         "fraction": {**fractions, "random_baseline": math.sqrt(top_k / active_coordinates(task, diverse))},
         "fraction_shrink_mixed_over_task": fractions["mixed"] / fractions["task"]
         if fractions["task"]
         else None,
-        "component": {"task": component_task, "mixed": component_mixed},
+        "component": components,
     }
 
 
@@ -211,8 +244,14 @@ def norm_stats(vectors: torch.Tensor) -> dict[str, float]:
     return {"mean": statistics.fmean(norms), "std": statistics.pstdev(norms)}
 
 
-def gradient_report(gradients: list[BatchGradient], ratio: float, top_k: int = 1) -> dict[str, Any]:
-    """Every figure in the module docstring, from per-batch gradients tagged "task" or "diverse"."""
+def gradient_report(
+    gradients: list[BatchGradient],
+    ratio: float,
+    top_k: int = 1,
+    mixed: list[tuple[MixedBatch, MixedGradient]] | None = None,
+) -> dict[str, Any]:
+    """Every figure in the module docstring, from per-batch gradients tagged "task" or "diverse", and the
+    real mixed batches (each holding the task batch of its `task_batch` index) when given."""
     task_rows = [i for i, g in enumerate(gradients) if g.source == "task"]
     diverse_rows = [i for i, g in enumerate(gradients) if g.source == "diverse"]
     if len(task_rows) < 2 or len(diverse_rows) < 2:
@@ -223,7 +262,9 @@ def gradient_report(gradients: list[BatchGradient], ratio: float, top_k: int = 1
     task, diverse = vectors[task_rows], vectors[diverse_rows]
     cosines = cosine_matrix(vectors)
     n_task, n_diverse = len(task_rows), len(diverse_rows)
-    return {
+    mixed = sorted(mixed or [], key=lambda pair: pair[0].task_batch)
+    measured = torch.stack([g.vector for _, g in mixed]) if mixed else None
+    report = {
         "n_params": int(vectors.shape[1]),
         "n_params_with_gradient": active_coordinates(vectors),
         "batches": {"task": n_task, "diverse": n_diverse},
@@ -239,7 +280,7 @@ def gradient_report(gradients: list[BatchGradient], ratio: float, top_k: int = 1
             "unrelated_baseline_task": 1 / math.sqrt(n_task),
             "unrelated_baseline_diverse": 1 / math.sqrt(n_diverse),
         },
-        "biased_directions": biased_direction_report(task, diverse, ratio, top_k),
+        "biased_directions": biased_direction_report(task, diverse, ratio, top_k, measured),
         "per_batch": [
             {
                 "source": g.source,
@@ -251,31 +292,11 @@ def gradient_report(gradients: list[BatchGradient], ratio: float, top_k: int = 1
         ],
         "cosine_matrix": [[round(float(c), 6) for c in row] for row in cosines],
     }
-
-
-def summary_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
-    """A flat two-column table of the headline figures."""
-    rows: list[dict[str, Any]] = []
-    for pair, stats in report["cosine"].items():
-        rows.append({"figure": f"cosine {pair.replace('_', '-')} (mean)", "value": stats and stats["mean"]})
-    for source, stats in report["norms"].items():
-        rows.append({"figure": f"norm {source} (mean)", "value": stats["mean"]})
-    for key, value in report["cancellation"].items():
-        rows.append({"figure": f"cancellation {key.replace('_', ' ')}", "value": value})
-    biased = report["biased_directions"]
-    for key, value in biased["fraction"].items():
-        rows.append(
-            {
-                "figure": f"fraction along top-{biased['top_k']} task dirs: {key.replace('_', ' ')}",
-                "value": value,
-            }
-        )
-    for key, value in biased["component"].items():
-        rows.append({"figure": f"component along top-{biased['top_k']} task dirs: {key}", "value": value})
-    rows.append(
-        {"figure": "fraction shrink (mixed / task)", "value": biased["fraction_shrink_mixed_over_task"]}
-    )
-    return rows
+    if measured is not None:
+        batches, found = [b for b, _ in mixed], [g for _, g in mixed]
+        report["mixed_batches"] = mixed_report(task, diverse, measured, batches, found, ratio)
+    report["findings"] = findings(report)
+    return report
 
 
 @dataclass(frozen=True)
@@ -300,8 +321,10 @@ def run_gradient_probe(
     sources: tuple[str, str] = ("task", "diverse"),
     seed: int = 0,
     device: str = "cpu",
+    mixed: bool = True,
 ) -> dict[str, Any]:
-    """Gradients of `n_batches` task and diverse batches; write gradients.json, .csv, .md and .png."""
+    """Gradients of `n_batches` task, diverse and (unless `mixed` is False) real mixed batches; write
+    gradients.json, .csv, .md (the table, then the findings) and .png."""
     task, diverse = split_by_source(examples, *sources)
     if not task or not diverse:
         raise DeliaError(
@@ -309,7 +332,8 @@ def run_gradient_probe(
             f"found {len(task)} and {len(diverse)}"
         )
     ratio = len(diverse) / len(task) if ratio is None else ratio
-    batches = [("task", b) for b in sample_batches(task, n_batches, batch_size, seed)]
+    task_batches = sample_batches(task, n_batches, batch_size, seed)
+    batches = [("task", b) for b in task_batches]
     batches += [("diverse", b) for b in sample_batches(diverse, n_batches, batch_size, seed)]
     model, tokenizer = load_target(target, device)
     if target.adapter_dir is None:
@@ -320,7 +344,10 @@ def run_gradient_probe(
             model, fresh_lora.r, fresh_lora.alpha, modules if isinstance(modules, str) else list(modules)
         )
     gradients = compute_gradients(model, tokenizer, batches, max_length)
-    report = gradient_report(gradients, ratio, top_k)
+    mixed_batches = build_mixed_batches(task_batches, diverse, ratio, seed) if mixed else []
+    # Micro-batches of the batch size keep memory bounded; summed, they are the whole batch's gradient.
+    found = compute_mixed_gradients(model, tokenizer, mixed_batches, max_length, batch_size, sources[0])
+    report = gradient_report(gradients, ratio, top_k, list(zip(mixed_batches, found, strict=True)))
     report["settings"] = {
         "run": target.name,
         "model": target.model_spec,
@@ -337,5 +364,7 @@ def run_gradient_probe(
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "gradients.json", report)
     write_table(out_dir, "gradients", table)
+    with open(out_dir / "gradients.md", "a", encoding="utf-8") as handle:
+        handle.write(findings_markdown(report["findings"]))
     plot_gradients(report, labels, out_dir / "gradients.png")
-    return {"report": report, "table": table, "out_dir": str(out_dir)}
+    return {"report": report, "table": table, "findings": report["findings"], "out_dir": str(out_dir)}

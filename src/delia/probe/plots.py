@@ -35,7 +35,12 @@ def plot_repr(results: list[dict[str, Any]], keywords: list[str], path: Path) ->
             for result in results:
                 if result["applicable"]:
                     curve = result["keywords"][keyword][key][1:]  # index 0 is the embedding output
-                    ax.plot(range(1, len(curve) + 1), curve, marker="o", markersize=3, label=result["run"])
+                    label = result["run"] + (
+                        " (token added: mean of pieces)"
+                        if result.get("token_row") == "added_for_probe"
+                        else ""
+                    )
+                    ax.plot(range(1, len(curve) + 1), curve, marker="o", markersize=3, label=label)
             ax.set_title(f"{'L2' if row == 0 else 'relative L2'}({token}, {keyword!r}) per block")
             ax.set_ylabel(ylabel)
             ax.grid(alpha=0.3)
@@ -145,12 +150,22 @@ def plot_gradients(report: dict[str, Any], labels: list[str], path: Path) -> Pat
     heat.set_title("cosine of LoRA gradients per batch")
     fig.colorbar(image, ax=heat, fraction=0.046)
     biased = report["biased_directions"]
-    keys = ["task", "mixed", "diverse", "random_baseline"]
+    names = {
+        "mixed": "mixed\n(arithmetic)",
+        "mixed_measured": "mixed\n(measured)",
+        "random_baseline": "random",
+    }
+    colours = {"task": "C0", "mixed": "C2", "mixed_measured": "C3", "diverse": "C1", "random_baseline": "C7"}
+    keys = [
+        k
+        for k in ("task", "mixed", "mixed_measured", "diverse", "random_baseline")
+        if k in biased["fraction"]
+    ]
     values = [biased["fraction"][k] for k in keys]
-    bars.bar([k.replace("_", "\n") for k in keys], values, color=["C0", "C2", "C1", "C7"])
+    bars.bar([names.get(k, k) for k in keys], values, color=[colours[k] for k in keys])
     bars.set_title(
         f"||V g|| / ||g|| along top-{biased['top_k']} task directions\n"
-        f"(held-out batches; mixed = task share {biased['task_weight']:.2f})",
+        f"(held-out batches; arithmetic mix = task weight {biased['task_weight']:.2f})",
         fontsize=10,
     )
     bars.set_ylim(0, 1)

@@ -7,12 +7,18 @@ as in `output_hidden_states`; HF applies the final norm to index L) we take
   k_l = mean of the hidden states of the keyword's tokens (a keyword may split into several),
 and report ||s_l - k_l||_2 averaged over templates (plus its standard deviation), and a relative distance
 ||s_l - k_l|| / ((||s_l|| + ||k_l||) / 2) that is comparable across depths, where raw norms grow.
-A model whose tokenizer lacks the special token is "not applicable": splitting "<sep>" into pieces would
-measure something else.
+A model whose tokenizer lacks the special token (the base model, and methods whose runs never add it:
+common IT, DMT, fact-based) is "not applicable" by default (missing_token="skip"). With missing_token="add"
+it is probed with the token added for the probe only: a copy of its tokenizer keeps the token as one token,
+and that token's input embedding is the mean of the input embeddings of the pieces the model's own tokenizer
+splits it into (for "<sep>": "<", "sep", ">"), which is what the plain-text model reads where "<sep>" is
+written. The model itself is not changed (the row is fed through inputs_embeds); the result records the
+init and its pieces.
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +37,8 @@ if TYPE_CHECKING:
 PLACEHOLDER = "{token}"
 DEFAULT_TOKEN = "<sep>"
 DEFAULT_KEYWORDS = ("json", "thought")
+MISSING_TOKEN_MODES = ("skip", "add")  # a tokenizer without the token: "n/a", or add it for the probe
+PIECES_INIT = "mean_of_pieces"
 DEFAULT_TEMPLATES = (
     "The format is {token}.",
     "The format requirement is {token}, and you need to understand what it entails.",
@@ -77,18 +85,55 @@ def special_token_id(tokenizer: PreTrainedTokenizerBase, token: str) -> int | No
     return tokenizer.get_vocab().get(token)
 
 
+@dataclass(frozen=True)
+class AddedToken:
+    """A special token added for the probe: the tokenizer copy that knows it, its id there, its embedding."""
+
+    tokenizer: Any
+    token_id: int
+    row: torch.Tensor
+    init: dict[str, Any]
+
+
+def add_token_for_probe(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, token: str) -> AddedToken:
+    """`token` as one special token of a tokenizer copy, embedded as the mean of its plain-text pieces."""
+    piece_ids = tokenizer(token, add_special_tokens=False)["input_ids"]
+    if not piece_ids:
+        raise DeliaError(f"{token!r} has no pieces in this tokenizer to average")
+    probe_tokenizer = copy.deepcopy(tokenizer)  # the caller's tokenizer stays as it is
+    probe_tokenizer.add_tokens([token], special_tokens=True)
+    embeddings = model.get_input_embeddings()
+    with torch.inference_mode():
+        pieces = embeddings(torch.tensor(piece_ids, device=embeddings.weight.device))
+    init = {"kind": PIECES_INIT, "pieces": tokenizer.convert_ids_to_tokens(piece_ids), "piece_ids": piece_ids}
+    return AddedToken(probe_tokenizer, probe_tokenizer.convert_tokens_to_ids(token), pieces.mean(0), init)
+
+
+def model_outputs(model: PreTrainedModel, ids: list[int], added: AddedToken | None) -> Any:
+    """The forward with hidden states; an added token's positions get its row through inputs_embeds."""
+    embeddings = model.get_input_embeddings()
+    input_ids = torch.tensor([ids], device=embeddings.weight.device)
+    with torch.inference_mode():
+        if added is None:
+            return model(input_ids=input_ids, output_hidden_states=True)
+        mask = input_ids == added.token_id
+        embeds = embeddings(input_ids.masked_fill(mask, 0))  # the added id has no row of its own
+        embeds[mask] = added.row.to(embeds.dtype)
+        return model(inputs_embeds=embeds, output_hidden_states=True)
+
+
 def span_hidden_states(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, context: FilledContext
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    context: FilledContext,
+    added: AddedToken | None = None,
 ) -> tuple[torch.Tensor, list[int]]:
     """[L+1, H] hidden states at the span (mean over its tokens), and the span's token ids."""
     encoded = tokenizer(context.text, return_offsets_mapping=True, add_special_tokens=False)
     positions = span_token_positions(encoded["offset_mapping"], context.start, context.end)
     if not positions:
         raise DeliaError(f"no token covers {context.text[context.start : context.end]!r} in {context.text!r}")
-    device = model.get_input_embeddings().weight.device
-    input_ids = torch.tensor([encoded["input_ids"]], device=device)
-    with torch.inference_mode():
-        outputs = model(input_ids=input_ids, output_hidden_states=True)
+    outputs = model_outputs(model, encoded["input_ids"], added)
     stacked = torch.stack([layer[0, positions].float().mean(0) for layer in outputs.hidden_states])
     return stacked.cpu(), [encoded["input_ids"][i] for i in positions]
 
@@ -112,18 +157,23 @@ def repr_distances(
     keywords: tuple[str, ...] | list[str] = DEFAULT_KEYWORDS,
     templates: tuple[str, ...] | list[str] = DEFAULT_TEMPLATES,
     chat: bool = False,
+    missing_token: str = "skip",
 ) -> dict[str, Any]:
     """Per-layer L2 distances of `token` to each keyword, averaged over templates (module docstring)."""
     token_id = special_token_id(tokenizer, token)
+    added = None
     if token_id is None:
-        return not_applicable(run, token, f"{token!r} is not in this model's tokenizer")
+        if missing_token != "add":
+            return not_applicable(run, token, f"{token!r} is not in this model's tokenizer")
+        added = add_token_for_probe(model, tokenizer, token)
+        tokenizer, token_id = added.tokenizer, added.token_id
     per_keyword_l2: dict[str, list[torch.Tensor]] = {k: [] for k in keywords}
     per_keyword_rel: dict[str, list[torch.Tensor]] = {k: [] for k in keywords}
     pieces: dict[str, list[int]] = {k: [] for k in keywords}
     for template in templates:
         special_ctx = fill_template(template, token)
         special_ctx = wrap_in_chat(tokenizer, special_ctx) if chat else special_ctx
-        special_states, special_ids = span_hidden_states(model, tokenizer, special_ctx)
+        special_states, special_ids = span_hidden_states(model, tokenizer, special_ctx, added)
         if special_ids != [token_id]:
             return not_applicable(run, token, f"the tokenizer does not keep {token!r} as one token")
         for keyword in keywords:
@@ -148,6 +198,8 @@ def repr_distances(
         "token": token,
         "applicable": True,
         "reason": None,
+        "token_row": "model" if added is None else "added_for_probe",
+        "token_init": None if added is None else added.init,
         "n_blocks": len(results[keywords[0]]["l2_mean"]) - 1,
         "n_templates": len(templates),
         "keywords": results,
@@ -160,10 +212,14 @@ def landmark_blocks(n_blocks: int) -> dict[str, int]:
 
 
 def summary_rows(results: list[dict[str, Any]], keywords: list[str]) -> list[dict[str, Any]]:
-    """The Table 1 layout: one row per run, L2 at the first / middle / last block per keyword, or "n/a"."""
+    """The Table 1 layout: one row per run, L2 at the first / middle / last block per keyword, or "n/a";
+    a `token_row` column says whose embedding the token had once any run's token was added for the probe."""
     rows = []
+    show_row = any(result.get("token_row") == "added_for_probe" for result in results)
     for result in results:
         row: dict[str, Any] = {"run": result["run"]}
+        if show_row:
+            row["token_row"] = token_row_label(result)
         for keyword in keywords:
             if not result["applicable"]:
                 row.update({f"{keyword}@{where}": "n/a" for where in ("first", "middle", "last")})
@@ -173,6 +229,16 @@ def summary_rows(results: list[dict[str, Any]], keywords: list[str]) -> list[dic
                 row[f"{keyword}@{where}"] = curve[block]
         rows.append(row)
     return rows
+
+
+def token_row_label(result: dict[str, Any]) -> str:
+    """Whose row the token's embedding was: the model's own, or the probe's mean of the plain pieces."""
+    if not result["applicable"]:
+        return "n/a"
+    if result.get("token_row") != "added_for_probe":
+        return "model's own"
+    pieces = " ".join(result["token_init"]["pieces"])
+    return f"added for the probe: mean of {len(result['token_init']['pieces'])} pieces ({pieces})"
 
 
 def long_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -203,8 +269,14 @@ def run_repr_probe(
     templates: list[str] | None = None,
     chat: bool = False,
     device: str = "cpu",
+    missing_token: str = "skip",
 ) -> dict[str, Any]:
-    """Measure every target, then write repr.json, repr.csv, repr_table.{csv,md} and repr.png into out_dir."""
+    """Measure every target, then write repr.json, repr.csv, repr_table.{csv,md} and repr.png into out_dir.
+
+    `missing_token`: "skip" reports a model whose tokenizer lacks the token as n/a; "add" probes it with the
+    token added for the probe (module docstring), recorded per run in `token_row` / `token_init`."""
+    if missing_token not in MISSING_TOKEN_MODES:
+        raise DeliaError(f"missing_token {missing_token!r}: choose {' or '.join(MISSING_TOKEN_MODES)}")
     keywords = list(keywords or DEFAULT_KEYWORDS)
     templates = list(templates or DEFAULT_TEMPLATES)
     for template in templates:
@@ -212,11 +284,20 @@ def run_repr_probe(
     results = []
     for target in targets:
         model, tokenizer = load_target(target, device)
-        results.append(repr_distances(model, tokenizer, target.name, token, keywords, templates, chat))
+        results.append(
+            repr_distances(model, tokenizer, target.name, token, keywords, templates, chat, missing_token)
+        )
         del model
     table = summary_rows(results, keywords)
     out_dir.mkdir(parents=True, exist_ok=True)
-    settings = {"token": token, "keywords": keywords, "templates": templates, "chat": chat}
+    settings = {
+        "token": token,
+        "keywords": keywords,
+        "templates": templates,
+        "chat": chat,
+        "missing_token": missing_token,
+        "added_token_init": PIECES_INIT if missing_token == "add" else None,
+    }
     write_json(out_dir / "repr.json", {"settings": settings, "table": table, "results": results})
     write_csv(
         out_dir / "repr.csv", long_rows(results) or [{"run": r["run"], "applicable": False} for r in results]

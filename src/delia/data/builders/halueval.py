@@ -7,7 +7,7 @@ import json
 import re
 from typing import Any, Literal
 
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 
 from delia.core.config import BackendConfig, SamplingConfig, config_error
 from delia.core.errors import DataError
@@ -17,8 +17,14 @@ from delia.data.builders._common import (
     Options,
     instructions_from_file,
     options_and_file,
-    stable_pick,
     window,
+)
+from delia.data.builders._phrasings import (
+    Group,
+    Phrasings,
+    Wanted,
+    read_eval_instructions,
+    split_phrasings,
 )
 from delia.data.io import iter_json_records
 from delia.generation import make_backend
@@ -57,6 +63,7 @@ HALUEVAL_SETS = {
 }
 
 _CONTEXT = re.compile(r"'relatives' : (.*?)\n'user_query' : (.*?)\n'chatgpt_response' : (.*)\Z", re.S)
+_LABEL = re.compile(r"""['"]hallucination['"]\s*:\s*['"](yes|no)['"]""", re.I)
 
 
 class HaluevalOptions(Options):
@@ -67,6 +74,12 @@ class HaluevalOptions(Options):
     exclude_queries_from: str | None = None  # drop records whose user_query appears in this task file
     teacher: dict[str, Any] | None = None  # a synth BackendConfig: the thought comes from this LLM
     teacher_max_new_tokens: int = 120
+    # Seen and unseen phrasings (docs/data-formats.md): the task's and the eval's builds name the same
+    # phrasings, holdout and seed, so both hold out the same ones.
+    holdout_instructions: int = Field(0, ge=0)  # phrasings kept out of the task, chosen by seed
+    eval_instructions: list[str] | str | None = None  # new phrasings for evaluation: a list, or a file
+    phrasing: Wanted = "seen"  # seen: the task's phrasings; unseen; both: every record once with each
+    keep_own: bool = False  # a record with its own instruction and answer (the official <sep> set) keeps them
 
 
 def halueval_record(record: dict[str, Any]) -> dict[str, str] | None:
@@ -87,12 +100,28 @@ def halueval_record(record: dict[str, Any]) -> dict[str, str] | None:
             label = str(record.get("response", "")).strip().lower()
             return {"relatives": relatives, "user_query": query, "chatgpt_response": response, "label": label}
     if "messages" in record:
-        user = next((m["content"] for m in record["messages"] if m.get("role") == "user"), "")
-        match = _CONTEXT.search(user.rsplit("\n\n\n", 1)[0])
-        if match:
-            relatives, query, response = match.groups()
-            return {"relatives": relatives, "user_query": query, "chatgpt_response": response, "label": ""}
+        return messages_record(record["messages"])
     return None
+
+
+def messages_record(messages: list[dict[str, str]]) -> dict[str, str] | None:
+    """A delia-reproduce chat record: its context, its own instruction and answer, the answer's label."""
+    user = next((m["content"] for m in messages if m.get("role") == "user"), "")
+    answer = next((m["content"] for m in reversed(messages) if m.get("role") == "assistant"), "")
+    context, _, instruction = user.rpartition("\n\n\n")
+    match = _CONTEXT.search(context or user)
+    if not match:
+        return None
+    relatives, query, response = match.groups()
+    label = _LABEL.search(answer)
+    return {
+        "relatives": relatives,
+        "user_query": query,
+        "chatgpt_response": response,
+        "label": label.group(1).lower() if label else "",
+        "instruction": instruction.strip(),
+        "answer": answer,
+    }
 
 
 def context_block(fields: dict[str, str]) -> str:
@@ -147,12 +176,25 @@ def build_halueval(
     path: str | None, options: dict[str, Any], field: str = "builder_options"
 ) -> list[Example]:
     opts, path = options_and_file(HaluevalOptions, "halueval", path, options, field)
-    excluded = set()
-    if opts.exclude_queries_from:
-        for line_row in iter_json_records(opts.exclude_queries_from):
-            row = halueval_record(line_row[1])
-            if row:
-                excluded.add(row["user_query"].strip())
+    records = read_rows(path)
+    phrasings = split_phrasings(
+        base_instructions(opts, records),
+        opts.holdout_instructions,
+        opts.seed,
+        read_eval_instructions(opts.eval_instructions),
+        field,
+    )
+    groups = phrasings.groups(opts.phrasing, field)
+    rows = window(without_queries(records, opts.exclude_queries_from), opts)
+    answers = row_answers(rows, opts)
+    return [
+        halueval_example(row, answer, group, phrasings, opts)
+        for row, answer in zip(rows, answers, strict=True)
+        for group in groups
+    ]
+
+
+def read_rows(path: str) -> list[dict[str, str]]:
     rows = []
     for where, record in iter_json_records(path):
         row = halueval_record(record)
@@ -160,30 +202,58 @@ def build_halueval(
             raise DataError(path, where, "not a HaluEval general or Halu-CoT-JSON record")
         if row["label"] not in ("yes", "no"):
             raise DataError(path, where, f"hallucination label must be yes or no, got {row['label']!r}")
-        if row["user_query"].strip() not in excluded:
-            rows.append(row)
-    rows = window(rows, opts)
+        rows.append(row)
+    return rows
+
+
+def without_queries(rows: list[dict[str, str]], task_file: str | None) -> list[dict[str, str]]:
+    """The rows whose user_query does not appear in task_file (so eval contexts are never trained on)."""
+    if not task_file:
+        return rows
+    excluded = set()
+    for _, record in iter_json_records(task_file):
+        row = halueval_record(record)
+        if row:
+            excluded.add(row["user_query"].strip())
+    return [row for row in rows if row["user_query"].strip() not in excluded]
+
+
+def base_instructions(opts: HaluevalOptions, rows: list[dict[str, str]]) -> list[str]:
+    """The phrasings in effect: explicit, a task file's, the records' own (keep_own), or a built-in set."""
     if opts.instructions:
-        instructions = opts.instructions
-    elif opts.instructions_from:
-        instructions = instructions_from_file(opts.instructions_from)
-    else:
-        instructions = HALUEVAL_SETS[opts.instruction_set]
+        return opts.instructions
+    if opts.instructions_from:
+        return instructions_from_file(opts.instructions_from)
+    own = [row["instruction"] for row in rows if opts.keep_own and row.get("instruction")]
+    return list(dict.fromkeys(own)) or HALUEVAL_SETS[opts.instruction_set]
+
+
+def row_answers(rows: list[dict[str, str]], opts: HaluevalOptions) -> list[str]:
+    """Each row's reference answer: its own (keep_own), else a templated or teacher-written thought."""
+    if opts.keep_own and all(row.get("answer") for row in rows):
+        return [row["answer"] for row in rows]
     thoughts = teacher_thoughts(rows, opts) if opts.teacher else [templated_thought(r) for r in rows]
-    examples = []
-    for row, thought in zip(rows, thoughts, strict=True):
-        context = context_block(row)
-        instruction = stable_pick(instructions, context, opts.seed)
-        examples.append(
-            Example(
-                messages=[
-                    {"role": "user", "content": f"{context}\n\n\n{instruction}"},
-                    {
-                        "role": "assistant",
-                        "content": halueval_answer(thought, row["label"], opts.quote_style),
-                    },
-                ],
-                meta={"task": "halueval", "label": row["label"], "instruction": instruction},
-            )
-        )
-    return examples
+    written = [
+        halueval_answer(t, row["label"], opts.quote_style) for row, t in zip(rows, thoughts, strict=True)
+    ]
+    if not opts.keep_own:
+        return written
+    return [row.get("answer") or new for row, new in zip(rows, written, strict=True)]
+
+
+def halueval_example(
+    row: dict[str, str], answer: str, group: Group, phrasings: Phrasings, opts: HaluevalOptions
+) -> Example:
+    context = context_block(row)
+    own = row.get("instruction") if opts.keep_own else None
+    instruction = phrasings.pick(group, context, opts.seed, own)
+    meta = {"task": "halueval", "label": row["label"], "instruction": instruction}
+    if phrasings.split:
+        meta["phrasing"] = group
+    return Example(
+        messages=[
+            {"role": "user", "content": f"{context}\n\n\n{instruction}"},
+            {"role": "assistant", "content": answer},
+        ],
+        meta=meta,
+    )

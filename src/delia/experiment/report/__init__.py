@@ -1,6 +1,7 @@
 """`delia report DIR`: report.md and report.html from results.json (+ probes/summary.json, search.json,
 recheck.json).
 
+  headline.py  the lead: paired differences DELIA minus its controls, per-cell facts, truncation flags
   tables.py  the tables, from the typed records, in the paper's layouts
   render.py  the Document (Markdown and one self-contained HTML page)
   plots.py   the figures

@@ -7,7 +7,9 @@ from pathlib import Path
 
 from delia.core.io import atomic_write
 from delia.experiment.document import Document
+from delia.experiment.paired import CORPUS_METRICS
 from delia.experiment.records import ExperimentResults, ProbesSummary, RecheckReport, SearchResult
+from delia.experiment.report.headline import NOT_RECORDED, facts_table, paired_table, truncation_flags
 from delia.experiment.report.plots import plot_repr_curves, plot_search, plot_vs_ratio, plot_vs_size
 from delia.experiment.report.tables import (
     TRANSLATION_METRICS,
@@ -64,6 +66,52 @@ def setup(doc: Document, results: ExperimentResults, out: Path) -> None:
     if spec.notes:
         doc.heading("What was cut, and why")
         doc.bullets(spec.notes)
+
+
+def paired_section(doc: Document, results: ExperimentResults, index: ResultIndex) -> None:
+    """The report's lead: DELIA minus common IT and minus step-matched common IT on the same items."""
+    doc.heading("Headline: DELIA minus its controls, paired on the same eval items")
+    table = paired_table(results, index)
+    if table is None and not results.facts:  # the two fields arrived together: an older file has neither
+        doc.paragraph(NOT_RECORDED.format(what="paired differences"))
+    elif table is None and all(metric in CORPUS_METRICS for metric in results.spec.metrics):
+        doc.paragraph(
+            f"Not computed: {', '.join(results.spec.metrics)} are corpus-level scores, not means of per-item "
+            "scores, so a per-item paired difference would misstate them. The per-method rows follow."
+        )
+    elif table is None:
+        doc.paragraph(
+            "No DELIA cell and control cell (common_it, common_it_matched) finished at the same variant, "
+            "size and seed: nothing to pair."
+        )
+    else:
+        doc.paragraph(
+            "Per eval item, DELIA's score minus the control's, from the two cells' predictions at the same "
+            "seed; the mean over seeds and items, with a 95% percentile bootstrap that resamples seeds and "
+            "items together (each replicate draws seeds with replacement and items with replacement). The "
+            "items-only interval leaves out the spread between seeds; the last column is each method's own "
+            "mean with its t-interval over seeds (secondary)."
+        )
+        add_table(doc, table)
+    flags = truncation_flags(results)
+    if flags:
+        doc.paragraph("Cells with more truncated answers than the flag:")
+        doc.bullets(flags)
+
+
+def facts_section(doc: Document, results: ExperimentResults) -> None:
+    doc.heading("Per-cell facts (from the run directories)")
+    table = facts_table(results)
+    if table is None:
+        doc.paragraph(NOT_RECORDED.format(what="per-cell facts"))
+        return
+    doc.paragraph(
+        "Diversified: the run's plan.json asks for rewrites and its diversify/ stage exists. Rewrites "
+        "accepted: diversify/task.report.json (accepted / requested; examples left without one keep their "
+        "instruction) and the stage manifest's example counts. Steps: train/manifest.json. Truncated: the "
+        "eval metric `truncated` (answers cut off by eval.max_new_tokens)."
+    )
+    add_table(doc, table)
 
 
 def coverage(doc: Document, results: ExperimentResults) -> None:
@@ -182,11 +230,13 @@ def experiment_document(
 ) -> Document:
     index = ResultIndex.of(results)
     doc = Document(f"Experiment `{results.experiment}`")
+    paired_section(doc, results, index)
     setup(doc, results, out)
     doc.heading("Coverage")
     coverage(doc, results)
+    facts_section(doc, results)
     size, ratio = index.headline()
-    doc.heading("Headline comparison")
+    doc.heading("Per-method means (secondary: t-intervals over seeds)")
     metric = index.headline_metric()
     doc.paragraph(f"{metric} at task size {size}, ratio {ratio_text(ratio)} (95% CIs as in the tables):")
     doc.bullets(headline_comparison(index))

@@ -1,14 +1,16 @@
 """The report's tables, built from the typed records, in the paper's layouts: Table 1 L2 per block
 (probes), Table 2 metric vs task size, Table 3 translation, Table 4 ablations (the paper's four rows).
 
-Every number is "mean [95% CI] (seeds, n eval)". A cell that was planned but has no result reads "missing";
-a combination the grid never had reads "not in grid". Nothing is filled in from elsewhere.
+Every number is "mean [95% CI] (seeds, n eval)"; a format score also carries the slice's truncated share,
+flagged when a cell's is over 5%. A cell that was planned but has no result reads "missing"; a combination
+the grid never had reads "not in grid". Nothing is filled in from elsewhere.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from delia.experiment.facts import TRUNCATED_FLAG, flagged
 from delia.experiment.records import (
     Cell,
     CellRow,
@@ -24,6 +26,7 @@ from delia.experiment.records import (
 from delia.experiment.spec import Headline
 
 TRANSLATION_METRICS = ("chrf++", "bleu")
+FORMAT_METRICS = ("json_format", "strict_json")  # scores an answer cut off by the token budget fails
 MISSING = "missing"
 NOT_IN_GRID = "not in grid"
 # The paper's ablation rows: (title, delia.diverse, delia.diversify).
@@ -79,8 +82,10 @@ class ResultIndex:
         methods: list[MethodRow],
         metrics: list[str],
         headline: Headline,
+        cells: list[CellRow] | None = None,
     ) -> None:
         self.summary = {(*row.slice_key, row.metric): row for row in summary}
+        self.truncated = truncated_shares(cells or [])
         self.planned: dict[SliceKey, list[int]] = {}
         for cell in planned:
             self.planned.setdefault(slice_key(cell), []).append(cell.seed)
@@ -91,7 +96,9 @@ class ResultIndex:
     @classmethod
     def of(cls, results: ExperimentResults) -> ResultIndex:
         spec = results.spec
-        return cls(results.summary, results.grid.planned, results.methods, spec.metrics, spec.headline)
+        return cls(
+            results.summary, results.grid.planned, results.methods, spec.metrics, spec.headline, results.cells
+        )
 
     def row(self, key: SliceKey, metric: str) -> SummaryRow | None:
         return self.summary.get((*key, metric))
@@ -99,8 +106,18 @@ class ResultIndex:
     def text(self, key: SliceKey, metric: str) -> str:
         row = self.row(key, metric)
         if row is not None:
-            return fmt_summary(row, len(self.planned.get(key, [])))
+            note = self.truncation_note(key) if metric in FORMAT_METRICS else ""
+            return fmt_summary(row, len(self.planned.get(key, []))) + note
         return MISSING if key in self.planned else NOT_IN_GRID
+
+    def truncation_note(self, key: SliceKey) -> str:
+        """ "; truncated 0.139" (mean over the slice's cells), flagged when any cell is over the flag."""
+        shares = self.truncated.get(key)
+        if not shares:
+            return ""
+        over = sum(flagged(share) for share in shares)
+        flag = f" **{over}/{len(shares)} cells > {TRUNCATED_FLAG:.0%}**" if over else ""
+        return f"; truncated {sum(shares) / len(shares):.3f}{flag}"
 
     def series(self, variant: str | None = None) -> list[Series]:
         """(method, ratio) pairs planned for a variant, in the grid's method order then by ratio."""
@@ -126,6 +143,21 @@ class ResultIndex:
 
     def headline_metric(self) -> str:
         return self.headline_spec.metric or self.metrics[0]
+
+
+def truncated_shares(cells: list[CellRow]) -> dict[SliceKey, list[float]]:
+    """Each slice's per-cell truncated shares: a row's `truncated`, or (in a file written before that field)
+    the cell's row of the `truncated` metric."""
+    per_cell: dict[str, tuple[SliceKey, float]] = {}
+    for row in cells:
+        if row.truncated is not None:
+            per_cell[row.cell] = (row.slice_key, row.truncated)
+        elif row.metric == "truncated":
+            per_cell.setdefault(row.cell, (row.slice_key, row.value))
+    shares: dict[SliceKey, list[float]] = {}
+    for key, share in per_cell.values():
+        shares.setdefault(key, []).append(share)
+    return shares
 
 
 def table_by_size(index: ResultIndex, metric: str, variant: str | None = None) -> Table:
@@ -179,7 +211,8 @@ def table_repr(probes: ProbesSummary | None) -> Table | None:
     header = ["method", *[f"{k} @ {w}" for k in keywords for w in LANDMARKS]]
     rows = []
     for method in dict.fromkeys(r.method for r in rows_in):
-        line = [method]
+        added = any(r.token_added for r in rows_in if r.method == method)
+        line = [f"{method} (token added for the probe)" if added else method]
         for keyword in keywords:
             found = [r for r in rows_in if r.method == method and r.keyword == keyword]
             if found and not found[0].applicable:
@@ -270,6 +303,7 @@ def cost_table(cells: list[CellRow]) -> Table:
 
 def summary_table(summary: list[SummaryRow]) -> Table:
     header = ["variant", "method", "size", "ratio", "metric", "mean [95% CI] (seeds, n)", "seed values", "CI"]
+    header.append("truncated per seed")
     rows = [
         [
             str(r.variant or "-"),
@@ -280,10 +314,18 @@ def summary_table(summary: list[SummaryRow]) -> Table:
             fmt_summary(r),
             ", ".join(fmt_number(r.metric, v) for v in r.values),
             r.ci_method,
+            truncated_text(r.truncated),
         ]
         for r in summary
     ]
     return Table(header, rows)
+
+
+def truncated_text(shares: list[float | None] | None) -> str:
+    """Per-seed truncated shares, a flagged one in bold; "-" in a file written before they were kept."""
+    if shares is None:
+        return "-"
+    return ", ".join("?" if s is None else f"**{s:.3f}**" if flagged(s) else f"{s:.3f}" for s in shares)
 
 
 def recheck_table(recheck: RecheckReport) -> Table:

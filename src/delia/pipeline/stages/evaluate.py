@@ -1,5 +1,6 @@
 """`eval`: the trained model (or the base model, for a plan that does not train) answers the eval examples
-as the plan gives them; predictions and metrics are copied to the top of the run directory."""
+as the plan gives them; predictions and metrics are copied to the top of the run directory. The manifest
+records the token budget the answers had (`eval.max_new_tokens: auto` resolved to a number)."""
 
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ class EvalStage(PlannedStage):
             seed=config.seed,
             generation_options=state.plan.generation_options,
         )
-        return {"counts": {"eval": len(state.eval_inputs)}, "metrics": headline(metrics)}
+        return {"counts": {"eval": len(state.eval_inputs)}, **manifest_fields(metrics)}
 
     def collect(self, state: RunState, result: StageResult | None) -> None:
         if result is None:
@@ -71,6 +72,25 @@ def model_to_evaluate(state: RunState) -> tuple[PreTrainedModel, PreTrainedToken
 
 def headline(metrics: dict[str, Any]) -> dict[str, float]:
     return {name: round(float(v["value"]), 4) for name, v in metrics.get("values", {}).items()}
+
+
+BUDGET_FIELDS = ("max_new_tokens", "max_new_tokens_config", "longest_reference_tokens")
+
+
+def manifest_fields(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The headline figures, the token budget the answers had (`auto` resolved to a number) and, when the
+    eval examples carry phrasing groups, each group's headline figures."""
+    generation = metrics.get("generation", {})
+    fields: dict[str, Any] = {
+        "metrics": headline(metrics),
+        "generation": {name: generation[name] for name in BUDGET_FIELDS if name in generation},
+    }
+    if "by_phrasing" in metrics:
+        fields["by_phrasing"] = {
+            group: {"n": figures["n"], **headline(figures)}
+            for group, figures in metrics["by_phrasing"].items()
+        }
+    return fields
 
 
 STAGES.register(EvalStage.name)(EvalStage())
