@@ -44,6 +44,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_sampling.py
 	$(BIN)/python bench/bench_train.py
 	$(BIN)/python bench/bench_scale.py
+	$(BIN)/python bench/bench_memory.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info

@@ -88,3 +88,46 @@ def test_bf16_weight_copies_change_nothing_under_autocast(tokenizer: Any) -> Non
     assert torch.equal(reference, cached)
     restored = frozen_linears(model)
     assert all(m.weight.data_ptr() == w.data_ptr() for m, w in zip(restored, weights, strict=True))
+
+
+def lora_grads(model: Any) -> dict[str, torch.Tensor]:
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad and p.grad is not None}
+
+
+def packed_loss_and_grads(model: Any, tok: Any) -> tuple[float, dict[str, torch.Tensor]]:
+    items = encode_examples(EXAMPLES, tok, max_length=256)
+    model.zero_grad(set_to_none=True)
+    with packed_attention_for(model.get_base_model()):
+        out = LabelLoss(model)(pack(items, {"task": 0}))
+        (out.loss_sum / out.token_losses.numel()).backward()
+    return out.loss_sum.item(), lora_grads(model)
+
+
+def test_the_head_in_checkpointed_chunks_gives_the_same_loss_and_gradients(
+    tokenizer: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunks of 3 label positions, each recomputed in backward, equal one pass over all of them."""
+    import delia.train.loss as loss
+
+    model, tok = peft_model(tokenizer, tie=True)
+    whole_loss, whole = packed_loss_and_grads(model, tok)
+    monkeypatch.setattr(loss, "HEAD_CHUNK", 3)
+    chunked_loss, chunked = packed_loss_and_grads(model, tok)
+    assert chunked_loss == pytest.approx(whole_loss, rel=1e-6)
+    assert whole.keys() == chunked.keys() and len(whole) > 2
+    for name, grad in whole.items():
+        assert torch.allclose(chunked[name], grad, atol=1e-6), name
+
+
+def test_gradient_checkpointing_changes_memory_not_results(tokenizer: Any) -> None:
+    from delia.train.compile import checkpointed_layers
+
+    model, tok = peft_model(tokenizer, tie=True)
+    plain_loss, plain = packed_loss_and_grads(model, tok)
+    with checkpointed_layers(model, enabled=True):
+        assert model.get_base_model().model.gradient_checkpointing
+        ckpt_loss, ckpt = packed_loss_and_grads(model, tok)
+    assert not model.get_base_model().model.gradient_checkpointing  # off again after training
+    assert ckpt_loss == pytest.approx(plain_loss, rel=1e-6)
+    for name, grad in plain.items():
+        assert torch.allclose(ckpt[name], grad, atol=1e-6), name

@@ -191,12 +191,15 @@ class TrainConfig(Section):
     group_by_length: bool = True
     packing: bool = True  # each micro-batch as one padding-free row, attention kept per sequence
     compile: bool = False  # torch.compile the decoder layers: faster steps after a one-off compile
+    # recompute each decoder layer's activations in backward: far less memory, more compute per step
+    gradient_checkpointing: bool = False
     seed: int = 0
     checkpoint_every: int = Field(0, ge=0)  # optimizer steps; 0: only at the end
     eval_every: int = Field(0, ge=0)  # held-out task loss every N steps; 0: never
     eval_examples: int = Field(16, ge=0)
     tensorboard: bool = False
     threads: int | None = Field(None, ge=1)
+    omit_at_default: ClassVar[tuple[str, ...]] = ("gradient_checkpointing",)
 
 
 class EvalConfig(Section):

@@ -1,4 +1,7 @@
-"""Regional torch.compile: each decoder layer compiled for the duration of training.
+"""What is done to the decoder layers for the duration of training: regional torch.compile, and
+activation checkpointing.
+
+Compile: each decoder layer compiled for the duration of training.
 
 The layers share their code, so one compiled graph (dynamic in the sequence length) serves all of them;
 compiling once costs a minute or more on a small CPU, then every step runs fused elementwise kernels
@@ -38,3 +41,20 @@ def compiled_layers(model: PreTrainedModel, enabled: bool) -> Iterator[None]:
     finally:
         for layer in layers:
             layer._compiled_call_impl = None  # back to the eager forward
+
+
+@contextmanager
+def checkpointed_layers(model: PreTrainedModel, enabled: bool) -> Iterator[None]:
+    """`train.gradient_checkpointing`: keep only each decoder layer's input and recompute the rest in the
+    backward pass (transformers' own checkpointing, non-reentrant, so LoRA and packed-attention kwargs pass
+    through and dropout replays the same masks). The 135M model at micro-batch 8 x 512 tokens kept 12 GB
+    of fp32 activations without it."""
+    if not enabled:
+        yield
+        return
+    causal_lm = causal_lm_of(model)
+    causal_lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    try:
+        yield
+    finally:
+        causal_lm.gradient_checkpointing_disable()

@@ -29,7 +29,7 @@ from delia.train import checkpoint
 from delia.train.attention import packed_attention_for
 from delia.train.batching import StepPlan, plan_steps, shard, split_micro
 from delia.train.collate import Encoded, EncodeStats, MicroBatch, collate, encode_examples
-from delia.train.compile import compiled_layers
+from delia.train.compile import checkpointed_layers, compiled_layers
 from delia.train.hooks import TrainerHooks
 from delia.train.logs import SourceLosses, TrainLog
 from delia.train.lora import adapter_parameters, trainable_parameters, wrap_lora
@@ -295,6 +295,7 @@ class Trainer:
             packed_attention_for(base) as packed_ok,
             bf16_frozen_weights(base, bf16),
             compiled_layers(base, self.cfg.compile),
+            checkpointed_layers(base, self.cfg.gradient_checkpointing),
         ):
             packing = self.cfg.packing and packed_ok
             for index in range(start_step, len(self.plan)):

@@ -4,6 +4,11 @@ A causal LM's forward projects every position onto the whole vocabulary (576 x 4
 of its FLOPs) and then throws away the prompt positions' logits. Here the decoder body runs once, the
 hidden states at label positions are gathered, and only those go through the output head. The head is
 the model's own (possibly PEFT-wrapped) module, so trainable token rows stay in the graph.
+
+The head runs over chunks of label positions, each checkpointed: a chunk's (positions x vocabulary) fp32
+logits exist only while that chunk is computed, in the forward and again in the backward, instead of all
+of them (with their softmax and gradient) at once. At 8 x 512 tokens of long Alpaca answers that was over a
+gigabyte per copy for SmolLM2's 49,152-token vocabulary; the recompute costs one more head pass.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from delia.train.collate import IGNORE, MicroBatch
 
@@ -28,7 +34,7 @@ class LossOutput:
     token_losses: torch.Tensor  # (n_labels,) detached
     hidden_states: torch.Tensor  # the decoder's last hidden state, (rows, positions, hidden)
     label_mask: torch.Tensor  # (rows, positions) bool: where targets exist
-    logits: torch.Tensor  # (n_labels, vocab) at label positions only
+    token_loss_terms: torch.Tensor  # (n_labels,) per-token cross-entropy, differentiable
 
 
 def causal_lm_of(model: PreTrainedModel) -> Any:
@@ -57,6 +63,28 @@ def finish_logits(config: Any, logits: torch.Tensor) -> torch.Tensor:
     return logits
 
 
+HEAD_CHUNK = 512  # label positions per head chunk: 512 x 49,152 fp32 logits = 100 MB
+
+
+def label_token_losses(causal_lm: Any, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """(n_labels,) cross-entropy of the output head on `hidden` (n_labels, hidden) against `targets`."""
+    head = causal_lm.get_output_embeddings()
+
+    def chunk_losses(rows: torch.Tensor, wanted: torch.Tensor) -> torch.Tensor:
+        logits = finish_logits(causal_lm.config, head(rows)).float()
+        return F.cross_entropy(logits, wanted, reduction="none")
+
+    checkpointed = torch.is_grad_enabled() and hidden.requires_grad
+    pieces = []
+    for start in range(0, hidden.shape[0], HEAD_CHUNK):
+        rows, wanted = hidden[start : start + HEAD_CHUNK], targets[start : start + HEAD_CHUNK]
+        if checkpointed:
+            pieces.append(checkpoint(chunk_losses, rows, wanted, use_reentrant=False))
+        else:
+            pieces.append(chunk_losses(rows, wanted))
+    return torch.cat(pieces) if pieces else hidden.new_zeros(0, dtype=torch.float32)
+
+
 class LabelLoss(torch.nn.Module):
     """Wraps the (PEFT) model so that one module's forward is the whole loss: DDP needs exactly that."""
 
@@ -69,7 +97,5 @@ class LabelLoss(torch.nn.Module):
         outputs = decoder_of(causal_lm)(**batch.model_inputs(), use_cache=False)
         hidden = outputs.last_hidden_state
         label_mask = batch.targets != IGNORE
-        logits = causal_lm.get_output_embeddings()(hidden[label_mask])
-        logits = finish_logits(causal_lm.config, logits).float()
-        token_losses = F.cross_entropy(logits, batch.targets[label_mask], reduction="none")
-        return LossOutput(token_losses.sum(), token_losses.detach(), hidden, label_mask, logits)
+        token_losses = label_token_losses(causal_lm, hidden[label_mask], batch.targets[label_mask])
+        return LossOutput(token_losses.sum(), token_losses.detach(), hidden, label_mask, token_losses)

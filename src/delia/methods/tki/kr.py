@@ -126,10 +126,8 @@ def ce_at_labels(
 
 
 def ce_from_outputs(outputs: Any, batch: dict[str, Any], segments: Segments) -> torch.Tensor:
-    """(examples,) CE(x_i) from the trainer's LossOutput (its logits at label positions, in the graph)."""
-    targets = batch["targets"][outputs.label_mask]
-    token_losses = F.cross_entropy(outputs.logits.float(), targets, reduction="none")
-    return segment_mean(token_losses, segments.token_segment[outputs.label_mask], segments.count)
+    """(examples,) CE(x_i) from the trainer's LossOutput (its per-token losses, in the graph)."""
+    return segment_mean(outputs.token_loss_terms, segments.token_segment[outputs.label_mask], segments.count)
 
 
 def segment_mean(values: torch.Tensor, owners: torch.Tensor, count: int) -> torch.Tensor:
