@@ -19,6 +19,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
+# Read from ../shared, never copied into the repo (several sets are for research use only).
+ALPACA = ROOT.parent / "shared" / "data" / "alpaca" / "alpaca_data.json.gz"
 PACKAGES = ("torch", "transformers", "peft", "accelerate", "trl")
 CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
 
@@ -115,3 +117,17 @@ def timestamp() -> str:
 def write_result(path: Path, result: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+
+
+def finish(path: Path, result: dict[str, Any], load_before: list[float], busy_before: float | None) -> None:
+    """Add the machine, whether others shared it, the command and the time; write `path` and print it."""
+    machine = machine_info(load_before, busy_before)
+    result = {
+        **result,
+        "machine": machine,
+        "other_work_running": is_shared(machine),
+        "command": command_line(),
+        "measured_at": timestamp(),
+    }
+    write_result(path, result)
+    print(json.dumps(result, indent=2))

@@ -24,19 +24,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import (
-    busy_cores_now,
-    command_line,
-    is_shared,
-    load_average,
-    machine_info,
-    timestamp,
-    write_result,
-)
+from _common import ALPACA, RESULTS, busy_cores_now, finish, load_average
 
-ROOT = Path(__file__).resolve().parents[1]
-ALPACA = ROOT.parent / "shared" / "data" / "alpaca" / "alpaca_data.json.gz"
-RESULT = ROOT / "bench" / "results" / "memory.json"
+RESULT = RESULTS / "memory.json"
 SETTINGS: dict[str, tuple[bool, dict[str, str]]] = {
     "default": (False, {}),
     "checkpointing": (True, {}),
@@ -102,19 +92,13 @@ def main() -> None:
         print(name, results[name], flush=True)
     import torch  # noqa: F401 - so machine_info records torch's threads and CPU capability
 
-    machine = machine_info(load_before, busy_before)
     result = {
         "settings": results,
         "goal": "peak RSS <= 2560 MiB at micro-batch 8 x 512 tokens",
         "goal_met_by": [name for name, r in results.items() if r["peak_rss_mib"] <= 2560],
         "model": "smollm2-135m-instruct",
-        "machine": machine,
-        "other_work_running": is_shared(machine),
-        "command": command_line(),
-        "measured_at": timestamp(),
     }
-    write_result(Path(args.out), result)
-    print(json.dumps(result, indent=2))
+    finish(Path(args.out), result, load_before, busy_before)
 
 
 if __name__ == "__main__":

@@ -20,23 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import (
-    busy_cores_now,
-    command_line,
-    is_shared,
-    load_average,
-    machine_info,
-    timestamp,
-    write_result,
-)
+from _common import ALPACA, RESULTS, busy_cores_now, finish, load_average
 
 from delia.core.config import SamplingConfig
 from delia.core.models import EMBEDDED, cpu_supports_bf16, load_model, load_tokenizer
 from delia.generation.local import LocalBackend, stop_token_ids
 
-ROOT = Path(__file__).resolve().parents[1]
-ALPACA = ROOT.parent / "shared" / "data" / "alpaca" / "alpaca_data.json.gz"
-RESULT = ROOT / "bench" / "results" / "sampling.json"
+RESULT = RESULTS / "sampling.json"
 
 
 def alpaca_prompts(n: int) -> list[list[dict[str, str]]]:
@@ -121,7 +111,6 @@ def main() -> None:
     naive_tokens, naive_seconds = naive_loop(model, tokenizer, prompts[: args.naive_queries], sampling)
     naive_tok_s = naive_tokens / naive_seconds
     best = continuous["new_tokens_per_s"]
-    machine = machine_info(load_before, busy_before)
     result = {
         "new_tokens_per_s": best,
         "ratio": round(best / naive_tok_s, 2),
@@ -143,13 +132,8 @@ def main() -> None:
         "decoding": "temperature 0.7, top-p 0.95, top-k 50; stop at <|im_end|>; tokens before the stop count",
         "weights": "bf16 copy" if cpu_supports_bf16() else "float32 (no native bf16 matmul on this CPU)",
         "model": EMBEDDED,
-        "machine": machine,
-        "other_work_running": is_shared(machine),
-        "command": command_line(),
-        "measured_at": timestamp(),
     }
-    write_result(Path(args.out), result)
-    print(json.dumps(result, indent=2))
+    finish(Path(args.out), result, load_before, busy_before)
 
 
 if __name__ == "__main__":

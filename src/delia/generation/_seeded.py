@@ -23,7 +23,8 @@ from transformers import (
 )
 
 from delia.core.config import SamplingConfig
-from delia.generation.decode import DEFAULT_TOP_K
+
+DEFAULT_TOP_K = 50  # transformers' default for sampling when the generation config leaves top_k unset
 
 
 class PerRowSampler(LogitsProcessor):
@@ -42,25 +43,31 @@ class PerRowSampler(LogitsProcessor):
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if scores.shape[0] != len(self.seeds):
             raise ValueError(f"{scores.shape[0]} rows but {len(self.seeds)} seeds")
-        probs = torch.softmax(scores.float(), dim=-1)
-        race = torch.empty_like(probs)
-        for row, generator in enumerate(self._streams(scores.device)):
-            race[row].uniform_(generator=generator)  # -log(U) ~ Exp(1); uniform_ + log is ~7x exponential_
-        race = -torch.log(race)
-        # A zero draw would make 0/0 = NaN (which argmax prefers) for a token the warpers removed.
-        race.clamp_min_(torch.finfo(race.dtype).tiny)
-        chosen = torch.argmax(probs / race, dim=-1, keepdim=True)
+        chosen = seeded_draw(scores, self._streams(scores.device))[:, None]
         forced = torch.full_like(scores, float("-inf"))
         return forced.scatter_(1, chosen, 0.0)
+
+
+def seeded_draw(scores: torch.Tensor, generators: list[torch.Generator]) -> torch.Tensor:
+    """(rows,) one token per row drawn from softmax(scores) with that row's own generator."""
+    probs = torch.softmax(scores.float(), dim=-1)
+    race = torch.empty_like(probs)
+    for row, generator in enumerate(generators):
+        race[row].uniform_(generator=generator)  # -log(U) ~ Exp(1); uniform_ + log is ~7x exponential_
+    race = -torch.log(race)
+    # A zero draw would make 0/0 = NaN (which argmax prefers) for a token the warpers removed.
+    race.clamp_min_(torch.finfo(race.dtype).tiny)
+    return torch.argmax(probs / race, dim=-1)
 
 
 def sampling_warpers(model: PreTrainedModel, sampling: SamplingConfig) -> list[LogitsProcessor]:
     """temperature, top-k (the model's generation config, else transformers' default 50), top-p: what
     `generate` itself would apply, in its order."""
     top_k = getattr(model.generation_config, "top_k", None)
+    top_k = DEFAULT_TOP_K if top_k is None else top_k
     warpers: list[LogitsProcessor] = [TemperatureLogitsWarper(sampling.temperature)]
-    if (DEFAULT_TOP_K if top_k is None else top_k) > 0:
-        warpers.append(TopKLogitsWarper(DEFAULT_TOP_K if top_k is None else top_k))
+    if top_k > 0:
+        warpers.append(TopKLogitsWarper(top_k))
     if sampling.top_p < 1.0:
         warpers.append(TopPLogitsWarper(sampling.top_p))
     return warpers

@@ -24,7 +24,6 @@ from delia.core.config import SamplingConfig
 if TYPE_CHECKING:
     from transformers import DynamicCache, PreTrainedModel
 
-DEFAULT_TOP_K = 50  # transformers' default for sampling when the generation config leaves top_k unset
 REFILL_AT = 0.5  # refill when at most this share of the slots is busy: a prefill costs one wide forward
 
 
@@ -100,9 +99,10 @@ class ContinuousDecoder:
         self.seeds = seeds
         self.between_steps = between_steps
         self.on_done: Callable[[int, list[int]], None] = lambda index, tokens: None
-        # `generate` samples from the top 50 tokens unless the model's generation config says otherwise.
-        top_k = getattr(model.generation_config, "top_k", None)
-        self.top_k = DEFAULT_TOP_K if top_k is None else top_k
+        from delia.generation._seeded import sampling_warpers  # imports transformers
+
+        # The same warpers `generate` applies (temperature, top-k, top-p), and the same seeded draw.
+        self.warpers = sampling_warpers(model, sampling) if sampling.temperature > 0 else []
         # transformers 5.24 renamed `past_key_values` to `cache`; older releases know only the former.
         self.cache_argument = (
             "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
@@ -168,19 +168,16 @@ class ContinuousDecoder:
             row.generated.append(token)
 
     def _choose(self, scores: torch.Tensor, rows: list[Row]) -> torch.Tensor:
-        """Greedy, or a draw after temperature and top-p: from each row's own stream when seeded."""
-        if self.sampling.temperature <= 0:
+        """Greedy, or a draw after the warpers: from each row's own stream when seeded."""
+        if not self.warpers:
             return scores.argmax(dim=-1)
-        # transformers' order: temperature, top-k, top-p.
-        scores = top_k_filter(scores / self.sampling.temperature, self.top_k)
-        probs = torch.softmax(top_p_filter(scores, self.sampling.top_p), dim=-1)
+        for warper in self.warpers:
+            scores = warper(None, scores)
         if self.seeds is None:
-            return torch.multinomial(probs, 1)[:, 0]
-        race = torch.empty_like(probs)
-        for position, row in enumerate(rows):
-            race[position].uniform_(generator=row.generator)  # -log(U) ~ Exp(1): argmax p/E draws from p
-        race = (-torch.log(race)).clamp_min_(torch.finfo(race.dtype).tiny)
-        return torch.argmax(probs / race, dim=-1)
+            return torch.multinomial(torch.softmax(scores, dim=-1), 1)[:, 0]
+        from delia.generation._seeded import seeded_draw  # imported with the warpers already
+
+        return seeded_draw(scores, [row.generator for row in rows if row.generator is not None])
 
     def _retire(self, running: Running, results: list[list[int]]) -> Running | None:
         """Take finished rows out (their tokens into `results`); None when no row is left."""
@@ -223,26 +220,6 @@ class ContinuousDecoder:
         generator = torch.Generator(device=self.model.device)
         generator.manual_seed(self.seeds[index])
         return generator
-
-
-def top_k_filter(scores: torch.Tensor, top_k: int) -> torch.Tensor:
-    """Keep the `top_k` highest scores of each row (0: all), as transformers' TopKLogitsWarper does."""
-    if top_k <= 0 or top_k >= scores.shape[-1]:
-        return scores
-    threshold = torch.topk(scores, top_k, dim=-1).values[..., -1:]
-    return scores.masked_fill(scores < threshold, float("-inf"))
-
-
-def top_p_filter(scores: torch.Tensor, top_p: float) -> torch.Tensor:
-    """Keep the smallest set of tokens whose probability reaches `top_p` (always the most likely one), as
-    transformers' TopPLogitsWarper does."""
-    if top_p >= 1.0:
-        return scores
-    ordered, order = torch.sort(scores, descending=False)
-    cumulative = ordered.softmax(dim=-1).cumsum(dim=-1)
-    remove = cumulative <= (1 - top_p)
-    remove[..., -1:] = False
-    return scores.masked_fill(remove.scatter(1, order, remove), float("-inf"))
 
 
 def left_pad(states: torch.Tensor, length: int) -> torch.Tensor:

@@ -93,18 +93,31 @@ class LocalBackend:
     ) -> list[str]:
         """`seeds`: one per prompt, so each prompt's sample is the same whatever batch it lands in."""
         texts = [self.render(p) for p in prompts]
-        lengths = [len(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
+        encoded = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
         # Longest first: similar lengths share a batch (less padding), and memory peaks early.
-        order = sorted(range(len(texts)), key=lambda i: -lengths[i])
+        order = sorted(range(len(texts)), key=lambda i: -len(encoded[i]))
         outputs: list[str] = [""] * len(texts)
         self.last_new_tokens = [0] * len(texts)
         bar = tqdm(total=len(texts), desc="generate", unit="prompt", disable=not self.progress, leave=False)
         torch.manual_seed(sampling.seed)
         if self.continuous_batching():
-            self._generate_continuous(texts, order, sampling, seeds, outputs, bar)
-            bar.close()
-            self.stats.per_prompt_tokens.extend(self.last_new_tokens)
-            return outputs
+            self._generate_continuous(encoded, order, sampling, seeds, outputs, bar)
+        else:
+            self._generate_batches(texts, order, sampling, seeds, outputs, bar)
+        bar.close()
+        self.stats.per_prompt_tokens.extend(self.last_new_tokens)
+        return outputs
+
+    def _generate_batches(
+        self,
+        texts: list[str],
+        order: list[int],
+        sampling: SamplingConfig,
+        seeds: list[int] | None,
+        outputs: list[str],
+        bar: tqdm,
+    ) -> None:
+        """`generate` over consecutive batches of `batch_size` prompts in `order`."""
         for start in range(0, len(order), self.batch_size):
             batch = order[start : start + self.batch_size]
             batch_seeds = [seeds[i] for i in batch] if seeds is not None else None
@@ -119,9 +132,6 @@ class LocalBackend:
             self.stats.seconds += seconds
             bar.update(len(batch))
             bar.set_postfix(tok_s=f"{self.stats.tokens_per_second:.0f}")
-        bar.close()
-        self.stats.per_prompt_tokens.extend(self.last_new_tokens)
-        return outputs
 
     def continuous_batching(self) -> bool:
         """Rows leave the batch when they finish and waiting prompts take their place (generation/decode.py);
@@ -133,14 +143,13 @@ class LocalBackend:
 
     def _generate_continuous(
         self,
-        texts: list[str],
+        prompts: list[list[int]],
         order: list[int],
         sampling: SamplingConfig,
         seeds: list[int] | None,
         outputs: list[str],
         bar: tqdm,
     ) -> None:
-        prompts = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
         model, precision = self.generation_model()
         decoder = ContinuousDecoder(
             model,
