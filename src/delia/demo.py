@@ -29,31 +29,13 @@ from delia.methods import load_trained
 from delia.pipeline import run, summary_row
 from delia.pipeline.cache import Log, read_manifest, run_stage
 from delia.pipeline.context import RunContext
+from delia.probe.general import GENERAL_QUESTIONS, looks_like_json, whole_word
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 LEGS = ("base", "common_it", "delia", "common_it_matched")
 
-# (question, accepted answer substrings): facts the base model mostly gets right, checked by substring.
-GENERAL_QUESTIONS: list[tuple[str, tuple[str, ...]]] = [
-    ("What is the capital of France?", ("paris",)),
-    ("How many days are in a week?", ("7", "seven")),
-    ("What color is the sky on a clear day?", ("blue",)),
-    ("What is 2 plus 3?", ("5", "five")),
-    ("What is the opposite of hot?", ("cold",)),
-    ("What is the largest ocean on Earth?", ("pacific",)),
-    ("Who wrote Romeo and Juliet?", ("shakespeare",)),
-    ("What is the capital of Japan?", ("tokyo",)),
-    ("What language is spoken in Spain?", ("spanish",)),
-    ("At what temperature in Celsius does water boil?", ("100",)),
-    ("What is the chemical symbol for gold?", ("au",)),
-    ("How many continents are there?", ("7", "seven")),
-    ("What is frozen water called?", ("ice",)),
-    ("What is the capital of Italy?", ("rome",)),
-    ("How many hours are in a day?", ("24", "twenty-four")),
-    ("What animal says 'moo'?", ("cow",)),
-]
 PLAIN_QUESTION = "In which city does the person in this sentence live or work? Answer in a few words."
 PLAIN_EXAMPLES = 8
 PROBE_VERSION = 2  # bump when prompts or scoring change: cached probe stages then rerun
@@ -94,11 +76,6 @@ def leg_configs(base: RunConfig, out_dir: Path) -> list[RunConfig]:
     return legs
 
 
-def looks_like_json(text: str) -> bool:
-    stripped = text.strip()
-    return stripped.startswith("{") or parse_answer(stripped)[0] is not None
-
-
 def general_probe_prompts(config: RunConfig) -> tuple[list[list[dict[str, str]]], list[dict[str, Any]]]:
     prompts, expected = [], []
     for question, answers in GENERAL_QUESTIONS:
@@ -110,11 +87,6 @@ def general_probe_prompts(config: RunConfig) -> tuple[list[list[dict[str, str]]]
         prompts.append([{"role": "user", "content": f"{example.meta['sentence']}\n\n{PLAIN_QUESTION}"}])
         expected.append({"kind": "plain", "question": PLAIN_QUESTION, "answers": [fields["city"].lower()]})
     return prompts, expected
-
-
-def whole_word(answer: str) -> str:
-    """The answer not inside a longer word or number ("ice" not in "price", "7" not in "93.7")."""
-    return rf"(?<![\w.]){re.escape(answer)}(?![\w]|\.\d)"
 
 
 def score_probe(

@@ -32,8 +32,52 @@ def item_scores(cell: Cell, index: int) -> dict[str, object]:
     return {"json_format": int(index < hits), "label": "x", "truncated": truncated}
 
 
-def write_fake_cell(spec: ExperimentSpec, cell: Cell, steps: int) -> None:
-    """A finished run directory as the pipeline leaves it, its plan.json from the cell's real plan."""
+def phrasing_of(index: int) -> tuple[str, str]:
+    """(group, phrasing) of a fake eval item: even items seen (3 phrasings), odd ones unseen (2)."""
+    return (
+        ("seen", f"seen phrase {index % 3}")
+        if index % 2 == 0
+        else ("unseen", f"unseen phrase {index // 2 % 2}")
+    )
+
+
+def write_phrased_files(run_dir: Path, rows: list[dict[str, object]]) -> dict[str, object]:
+    """Tag the items with their phrasing (prompt and group), write the training file the facts read
+    (task examples phrased "seen phrase 0" and "1"; a diverse one that happens to read like an unseen
+    phrasing, which must not count), and return metrics.json's `by_phrasing`."""
+    for index, row in enumerate(rows):
+        group, phrasing = phrasing_of(index)
+        row["phrasing"], row["prompt"] = (
+            group,
+            [{"role": "user", "content": f"context {index}\n\n{phrasing}"}],
+        )
+    trained = [("task", "seen phrase 0"), ("task", "seen phrase 1"), ("diverse", "unseen phrase 1")]
+    mixed = [
+        {
+            "messages": [
+                {"role": "user", "content": f"ctx\n\n{text}"},
+                {"role": "assistant", "content": "a"},
+            ],
+            "source": source,
+        }
+        for source, text in trained
+    ]
+    (run_dir / "mix").mkdir(parents=True, exist_ok=True)
+    (run_dir / "mix" / "mixed.jsonl").write_text("".join(json.dumps(r) + "\n" for r in mixed))
+    by_phrasing = {}
+    for group in ("seen", "unseen"):
+        members = [r for r in rows if r["phrasing"] == group]
+        values = {
+            name: {"value": sum(float(r["scores"][name]) for r in members) / len(members), "n": len(members)}
+            for name in ("json_format", "truncated")
+        }
+        by_phrasing[group] = {"n": len(members), "values": values}
+    return by_phrasing
+
+
+def write_fake_cell(spec: ExperimentSpec, cell: Cell, steps: int, phrased: bool = False) -> None:
+    """A finished run directory as the pipeline leaves it, its plan.json from the cell's real plan; with
+    `phrased`, eval items asked with seen and unseen phrasings."""
     run_dir = cell_dir(spec, cell)
     config = cell_config(spec, cell, spec.entry(cell.method))
     plan = get_method(config.method).plan(config, load_task_examples(config))
@@ -44,20 +88,23 @@ def write_fake_cell(spec: ExperimentSpec, cell: Cell, steps: int) -> None:
         report = {"requested": 4, "accepted": 3, "accepted_llm": 2, "accepted_rule": 1, "fallbacks": 1}
         write_json(run_dir / "diversify" / "task.report.json", report)
     write_json(run_dir / "train" / "manifest.json", {"hash": "t", "steps": steps, "seconds": 2.0})
-    rows = [{"id": f"e{i}", "scores": item_scores(cell, i)} for i in range(ITEMS)]
+    rows: list[dict[str, object]] = [{"id": f"e{i}", "scores": item_scores(cell, i)} for i in range(ITEMS)]
+    groups = write_phrased_files(run_dir, rows) if phrased else None
     (run_dir / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     values = {
         name: {"value": sum(float(r["scores"][name]) for r in rows) / ITEMS, "n": ITEMS}
         for name in ("json_format", "truncated")
     }
-    write_json(run_dir / "metrics.json", {"metric": "json_format", "n": ITEMS, "values": values})
+    metrics = {"metric": "json_format", "n": ITEMS, "values": values}
+    write_json(run_dir / "metrics.json", {**metrics, "by_phrasing": groups} if groups else metrics)
     write_record(run_dir / CELL_FILE, cell_record(spec, cell, 3.0))
 
 
-def fake_experiment(spec: ExperimentSpec) -> tuple[ExperimentResults, str]:
+def fake_experiment(spec: ExperimentSpec, phrased: bool = False) -> tuple[ExperimentResults, str]:
     expansion = expand(spec)
     for cell in expansion.cells:
-        write_fake_cell(spec, cell, steps=6 if cell.method in ("delia", "common_it_matched") else 2)
+        steps = 6 if cell.method in ("delia", "common_it_matched") else 2
+        write_fake_cell(spec, cell, steps, phrased)
     results = write_results(spec, expansion, "delia experiment tiny.yaml")
     md, _ = write_report(Path(spec.out))
     return results, md.read_text()
@@ -160,3 +207,47 @@ def test_the_committed_experiments_reports_regenerate(tmp_path: Path) -> None:
         assert results is not None, name
         text = experiment_document(results, None, None, None, tmp_path / name).to_markdown(tmp_path)
         assert "Headline: DELIA minus its controls" in text and "Every summary row" in text
+
+
+def test_seen_and_unseen_phrasings_are_reported_apart_with_what_each_cell_trained_on(
+    tiny_grid: Callable[..., ExperimentSpec],
+) -> None:
+    results, text = fake_experiment(tiny_grid("phrased"), phrased=True)
+    summary = {(r.method, r.metric): r for r in results.summary}
+    delia = summary[("delia", "json_format")].by_phrasing
+    # DELIA's first 7 (seed 0) and 8 (seed 1) items are in format: seen = even items, unseen = odd ones.
+    assert delia is not None and delia["seen"].values == [0.8, 0.8] and delia["unseen"].values == [0.6, 0.8]
+    assert delia["unseen"].mean == pytest.approx(0.7) and delia["unseen"].n_eval == 5
+    common = summary[("common_it", "json_format")].by_phrasing
+    assert common is not None and common["seen"].truncated == [0.2, 0.2]  # item 8 is seen, item 9 unseen
+    section = text.split("## Seen and unseen instruction phrasings")[1].split("\n## ")[0]
+    line = next(row for row in section.splitlines() if row.startswith("| 4 | delia (r=1) |"))
+    assert "| 0.800 [0.800, 0.800] (2 seeds, n=5); truncated 0.000 |" in line and "| -0.100 |" in line
+    assert "| 6/10 (60%) | 0/10 (0%) |" in line  # 3 of 5 seen items per seed; the diverse look-alike not
+    common_line = next(row for row in section.splitlines() if row.startswith("| 4 | common_it |"))
+    assert "truncated 0.200 **2/2 seeds > 5%**" in common_line
+    unseen = next(
+        r
+        for r in results.paired
+        if (r.control, r.metric, r.phrasing) == ("common_it_matched", "json_format", "unseen")
+    )
+    # matched: the first 9 items in format in both seeds -> unseen 4/5; DELIA 3/5 and 4/5
+    assert unseen.difference == pytest.approx((0.6 - 0.8 + 0.8 - 0.8) / 2) and unseen.n_items == 5
+    assert "json_format (unseen phrasings)" in text
+    assert not any(r.phrasing for r in results.paired if r.metric != "json_format")  # headline metric only
+    facts = {fact.cell: fact for fact in results.facts}
+    coverage = facts["delia__n4__r1__s0"].phrasings
+    assert coverage is not None
+    assert (coverage["seen"].items, coverage["seen"].phrasings, coverage["seen"].trained) == (5, 3, 3)
+    assert (coverage["unseen"].items, coverage["unseen"].phrasings, coverage["unseen"].trained) == (5, 2, 0)
+    assert "seen 3/5 (3 phrasings); unseen 0/5 (2 phrasings)" in text
+
+
+def test_without_groups_or_measurements_the_report_says_so(tiny_grid: Callable[..., ExperimentSpec]) -> None:
+    results, text = fake_experiment(tiny_grid("plain"))
+    assert all(row.by_phrasing is None for row in results.summary)
+    assert all(row.phrasing is None for row in results.paired)
+    assert all(fact.phrasings is None for fact in results.facts)
+    assert "Not measured: no eval example carried a phrasing group" in text
+    assert "Not measured: no cell has per-cell probe results" in text
+    assert "eval items whose phrasing it trained on" not in text

@@ -14,6 +14,7 @@ import yaml
 
 from delia.core.errors import DeliaError
 from delia.experiment import expand, run_experiment
+from delia.experiment.measures import CELL_PROBES_DIR, HELDOUT_FILE, HELDOUT_LOSS, MEASURES
 from delia.experiment.records import Cell, ExperimentResults, Figure
 from delia.experiment.spec import ExperimentSpec
 
@@ -39,9 +40,16 @@ def test_results_json_has_cells_and_summary_with_cis(
     assert len(planned) == 2 * 5  # seeds x (delia, common_it, matched, icl, w/o diverse)
     for cell in on_disk["cells"]:
         assert {"method", "task_size", "ratio", "seed", "metric", "value", "run_dir"} <= set(cell)
-    for row in results.cells:
-        assert row.metric in ("json_format", "label_accuracy")
+    for row in results.cells:  # the metrics asked for, and the per-cell measurements of the probes
+        assert row.metric in ("json_format", "label_accuracy", *MEASURES)
         assert Path(row.run_dir, "metrics.json").exists()
+    # ICL's demonstrations push every answer past train.max_length: no held-out loss, and the reason kept
+    expected = {(cell.name, m) for cell in planned for m in ("json_format", "label_accuracy", *MEASURES)}
+    icl = {(cell.name, HELDOUT_LOSS) for cell in planned if cell.method == "icl"}
+    assert {(row.cell, row.metric) for row in results.cells} == expected - icl
+    for name, _ in icl:
+        stored = json.loads((Path(spec.runs_dir) / name / CELL_PROBES_DIR / HELDOUT_FILE).read_text())
+        assert stored["loss"] is None and "max_length 128" in stored["reason"]
     for item in on_disk["summary"]:
         assert {"method", "task_size", "ratio", "metric", "mean", "ci_low", "ci_high", "n_seeds"} <= set(item)
     for summary in results.summary:

@@ -2,10 +2,11 @@
 95% CIs over seeds, the paper's tables and plots, and a search for the best diverse ratio.
 
   spec.py          the experiment YAML            grid.py     cells and their run configs
-  records.py       typed cell.json, results.json, probes/summary.json, search.json, recheck.json
+  records.py       typed cell.json, results.json, probes/summary.json   search_records.py  search/recheck
   runner.py        resumable execution            results.py  results.json (cells + summary)
   paired.py        DELIA minus its controls       facts.py    per-cell facts read from the run dirs
   probes.py        probes on the headline slice   report/     report.md / report.html (tables, plots)
+  cell_probes.py   per-cell probes (every slice)  measures.py  their results, read back into results.json
   search.py        golden-section search          ratio_search.py  the search as runs
 See docs/experiments.md.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from delia.experiment.cell_probes import run_cell_probes
 from delia.experiment.grid import Expansion, expand
 from delia.experiment.probes import run_probes
 from delia.experiment.records import Cell, ExperimentResults
@@ -38,6 +40,9 @@ def run_experiment(
         run_grid(
             spec, expansion.cells, on_cell_done=lambda _: write_results(spec, expansion, command), quiet=quiet
         )
+    if probes:
+        # Before results.json: it reads the per-cell measurements back from the run directories.
+        run_cell_probes(spec, expansion.cells)
     results = write_results(spec, expansion, command)
     if probes:
         run_probes(spec, expansion.cells)

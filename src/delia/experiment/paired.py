@@ -4,13 +4,16 @@ Each DELIA cell is paired with the control's cell of the same variant, task size
 a control that follows DELIA's ratios). Per item, the difference of the two cells' scores (from their
 predictions.jsonl); over seeds and items, the mean, with a two-level bootstrap interval that resamples
 seeds and items together (evaluate.bootstrap.seed_item_ci). Per-method t-intervals over seeds answer a
-different question (how much a method's mean moves between runs) and stay in the summary rows.
+different question (how much a method's mean moves between runs) and stay in the summary rows. Where the
+eval items carry phrasing groups (seen / unseen instructions), each group is also paired on its own, for
+the headline metric.
 """
 
 from __future__ import annotations
 
 import json
 from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +30,7 @@ ITEM_KEYS = {"label_accuracy": "label_correct"}
 # Corpus-level scores are not means of per-item scores, so a mean per-item difference would misstate them.
 CORPUS_METRICS = ("chrf++", "bleu")
 CONTROL_METHODS = ("common_it", "common_it_matched")
+PHRASING = "phrasing"  # a predictions.jsonl row's phrasing group, where its eval example had one
 ItemScores = dict[str, dict[str, float]]  # item key -> {score name: value}
 SliceOf = tuple[str | None, int | None, float | None]  # (variant, task size, DELIA's ratio)
 
@@ -40,20 +44,29 @@ def control_labels(spec: ExperimentSpec) -> list[str]:
     ]
 
 
-def item_scores(run_dir: Path) -> ItemScores:
+@dataclass
+class CellItems:
+    """A finished cell's per-item scores and, where the eval items carry one, each item's phrasing group."""
+
+    scores: ItemScores = field(default_factory=dict)
+    groups: dict[str, str] = field(default_factory=dict)
+
+
+def cell_items(run_dir: Path) -> CellItems:
     """Per-item scores of a finished cell, keyed by eval id (by position where ids repeat)."""
     path = run_dir / "predictions.jsonl"
     if not path.exists():
         path = run_dir / "eval" / "predictions.jsonl"
     if not path.exists():
-        return {}
+        return CellItems()
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     ids = [str(row.get("id")) for row in rows]
     unique = len(set(ids)) == len(ids)
-    return {
-        (item if unique else f"{index}:{item}"): numeric_scores(row.get("scores") or {})
-        for index, (item, row) in enumerate(zip(ids, rows, strict=True))
-    }
+    keys = [item if unique else f"{index}:{item}" for index, item in enumerate(ids)]
+    return CellItems(
+        scores={key: numeric_scores(row.get("scores") or {}) for key, row in zip(keys, rows, strict=True)},
+        groups={key: str(row[PHRASING]) for key, row in zip(keys, rows, strict=True) if row.get(PHRASING)},
+    )
 
 
 def numeric_scores(scores: dict[str, object]) -> dict[str, float]:
@@ -71,18 +84,19 @@ def paired_rows(spec: ExperimentSpec, rows: list[CellRow], metrics: list[str]) -
     for row in cells.values():
         if row.method == DELIA_LABEL:
             delia[(row.variant, row.task_size, row.ratio)].append(row)
-    scores: dict[str, ItemScores] = {}
+    items: dict[str, CellItems] = {}
     out = []
     for key, targets in delia.items():
         for control in control_labels(spec):
             pairs = seed_pairs(sorted(targets, key=lambda r: r.seed), control, list(cells.values()))
-            for row in (cell for pair in pairs for cell in pair if cell.cell not in scores):
-                scores[row.cell] = item_scores(Path(row.run_dir))
-            for metric in metrics:
-                if metric not in CORPUS_METRICS and (
-                    paired := paired_row(key, control, metric, pairs, scores)
-                ):
-                    out.append(paired)
+            for row in (cell for pair in pairs for cell in pair if cell.cell not in items):
+                items[row.cell] = cell_items(Path(row.run_dir))
+            groups = sorted({g for a, _ in pairs for g in items[a.cell].groups.values()})
+            for metric in (m for m in metrics if m not in CORPUS_METRICS):
+                # Per phrasing group for the headline metric only: the lead table stays readable.
+                for phrasing in [None, *(groups if metric == spec.headline_metric else [])]:
+                    if paired := paired_row(key, control, metric, pairs, items, phrasing):
+                        out.append(paired)
     return out
 
 
@@ -111,17 +125,21 @@ def paired_row(
     control: str,
     metric: str,
     pairs: list[tuple[CellRow, CellRow]],
-    scores: dict[str, ItemScores],
+    items: dict[str, CellItems],
+    phrasing: str | None = None,
 ) -> PairedRow | None:
-    """The paired difference over the items every pair scored on `metric` (None when there are none)."""
+    """The paired difference over the items every pair scored on `metric`, those of one phrasing group
+    when `phrasing` is given (None when there are none)."""
     item_key = ITEM_KEYS.get(metric, metric)
-    per_pair = [(scores[a.cell], scores[b.cell]) for a, b in pairs]
+    per_pair = [(items[a.cell].scores, items[b.cell].scores) for a, b in pairs]
+    in_group = [(items[a.cell].groups, items[b.cell].groups) for a, b in pairs]
     # label_accuracy has no score on items without a reference label; every pair must score the item.
     first = per_pair[0][0] if per_pair else {}
     common = [
         item
         for item in first
         if all(item_key in s.get(item, {}) and item_key in t.get(item, {}) for s, t in per_pair)
+        and (phrasing is None or all(g.get(item) == h.get(item) == phrasing for g, h in in_group))
     ]
     if not common:
         return None
@@ -150,4 +168,5 @@ def paired_row(
         seeds=[a.seed for a, _ in pairs],
         n_items=len(common),
         pairs=[[a.cell, b.cell] for a, b in pairs],
+        phrasing=phrasing,
     )

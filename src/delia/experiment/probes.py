@@ -111,11 +111,18 @@ def run_repr(spec: ExperimentSpec, cells: list[Cell], out_dir: Path) -> dict[str
             spec.probes.keywords,
             None,
             False,
-            spec.probes.device,
+            probe_device(spec),
             spec.probes.missing_token,
         )
         mark_done(out_dir, key)
     return read_json(out_dir / "repr.json")
+
+
+def probe_device(spec: ExperimentSpec) -> str:
+    """The probes' device, with "auto" made concrete (the probes move tensors to it by name)."""
+    from delia.core.models import pick_device
+
+    return pick_device(spec.probes.device)
 
 
 def _stamps(spec: ExperimentSpec, cells: list[Cell]) -> list[str | None]:
@@ -124,8 +131,9 @@ def _stamps(spec: ExperimentSpec, cells: list[Cell]) -> list[str | None]:
     return [None if record is None else record.finished_at for record in records]
 
 
-def method_prompts(spec: ExperimentSpec, cell: Cell, limit: int) -> list[Example]:
-    """The cell's evaluation prompts as its method saw them (plan's eval transform applied)."""
+def method_prompts(spec: ExperimentSpec, cell: Cell, limit: int | None) -> list[Example]:
+    """The cell's evaluation prompts as its method saw them (plan's eval transform applied), the first
+    `limit` of those it was scored on (all of them with None)."""
     run_dir = cell_dir(spec, cell)
     config = cell_config(spec, cell, spec.entry(cell.method))
     evals = read_examples(run_dir / "task" / "eval.jsonl")
@@ -165,7 +173,7 @@ def run_divergent(spec: ExperimentSpec, cells: list[Cell], out_dir: Path) -> lis
         job_dir = out_dir / slug(label)
         key = fingerprint([(t.name, str(t.adapter_dir)) for t in targets], [p.id for p in prompts])
         if not up_to_date(job_dir, key):
-            run_divergent_probe(targets, prompts, job_dir, device=spec.probes.device)
+            run_divergent_probe(targets, prompts, job_dir, device=probe_device(spec))
             mark_done(job_dir, key)
         data = read_json(job_dir / "divergent.json")
         results.extend({**result, "method": label} for result in data["results"])

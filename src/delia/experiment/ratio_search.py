@@ -15,15 +15,13 @@ from delia.experiment.records import (
     Cell,
     CellRecord,
     Figure,
-    SearchPlanRow,
-    SearchPoint,
-    SearchResult,
     write_record,
 )
 from delia.experiment.report.plots import plot_search
 from delia.experiment.results import CI_BOOTSTRAP, CI_T, t_interval
 from delia.experiment.runner import finished_record, run_cell
 from delia.experiment.search import golden_section_search, search_points
+from delia.experiment.search_records import SearchPlanRow, SearchPoint, SearchResult
 from delia.experiment.spec import ExperimentSpec, MethodEntry
 
 SEARCH_FILE = "search.json"

@@ -15,16 +15,16 @@ from pathlib import Path
 from delia.core.errors import DeliaError
 from delia.core.io import read_json
 from delia.experiment.grid import cell_config, expand
+from delia.experiment.measures import MEASURES
 from delia.experiment.records import (
     CellRow,
     ExperimentResults,
-    RecheckItem,
-    RecheckReport,
     SummaryRow,
     read_record,
     write_record,
 )
 from delia.experiment.results import RESULTS_FILE
+from delia.experiment.search_records import RecheckItem, RecheckReport
 from delia.experiment.spec import ExperimentSpec
 from delia.pipeline import run
 
@@ -41,7 +41,8 @@ def stored_results(spec: ExperimentSpec) -> ExperimentResults:
 
 def recheck_cell(spec: ExperimentSpec, name: str, log: Callable[[str], None] = print) -> RecheckReport:
     results = stored_results(spec)
-    rows = [r for r in results.cells if r.cell == name]
+    # The per-cell measurements (held-out loss, leakage) are not in a rerun's metrics.json: not rechecked.
+    rows = [r for r in results.cells if r.cell == name and r.metric not in MEASURES]
     if not rows:
         raise DeliaError(f"no finished cell named {name!r} in results.json")
     cell = next((c for c in expand(spec).cells if c.name == name), None)

@@ -1,5 +1,5 @@
-"""Typed records of the files an experiment writes: cell.json, results.json, probes/summary.json,
-search.json and recheck.json.
+"""Typed records of the files an experiment writes: cell.json, results.json and probes/summary.json
+(search.json and recheck.json: search_records.py).
 
 Field order is the files' key order, so a file read and written back keeps its layout. Fields added after
 files were committed have defaults, so those files still load (and their reports regenerate).
@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, computed_field
 from pydantic.dataclasses import dataclass
 
 from delia.core.io import read_json, write_json
-from delia.experiment.spec import ExperimentSpec, SearchSpec
+from delia.experiment.spec import ExperimentSpec
 
 
 def slug(label: str) -> str:
@@ -65,6 +65,13 @@ class Figure(BaseModel):
     ci_high: float | None = None
 
 
+class GroupFigures(Record):
+    """One phrasing group's figures in metrics.json `by_phrasing` (eval examples tagged seen / unseen)."""
+
+    n: int | None = None
+    values: dict[str, Figure]
+
+
 class TrainSummary(Record):
     steps: int | None = None
     seconds: float | None = None
@@ -101,6 +108,32 @@ class CellRecord(Record):
     wall_seconds: float
     compute_seconds: float | None = None  # records written before the field lack it
     finished_at: str
+    # metrics.json `by_phrasing` ({} when the eval examples carry no group); None in a record written before
+    # the field, which read_cell_record then fills in from the run directory's metrics.json.
+    by_phrasing: dict[str, GroupFigures] | None = None
+
+
+class GroupValue(Record):
+    """A row's metric on one phrasing group of the eval examples, with that group's truncated share."""
+
+    value: float
+    n: int | None
+    ci_low: float | None = None  # the group's bootstrap CI over its eval items
+    ci_high: float | None = None
+    truncated: float | None = None
+
+
+class GroupSummary(Record):
+    """A summary row's metric on one phrasing group: mean over seeds and its CI, as for the whole row."""
+
+    mean: float
+    ci_low: float | None
+    ci_high: float | None
+    ci_method: str
+    n_seeds: int
+    values: list[float]
+    n_eval: int | None
+    truncated: list[float | None]
 
 
 class CellRow(Record):
@@ -125,6 +158,7 @@ class CellRow(Record):
     truncated: float | None = (
         None  # the cell's truncated share (eval metric `truncated`); older files lack it
     )
+    by_phrasing: dict[str, GroupValue] | None = None  # seen / unseen phrasings; None: no groups
 
     @property
     def slice_key(self) -> SliceKey:
@@ -150,6 +184,7 @@ class SummaryRow(Record):
     values: list[float]
     train_steps: list[int | None]
     truncated: list[float | None] | None = None  # per seed, beside `values`; older files lack it
+    by_phrasing: dict[str, GroupSummary] | None = None  # seen / unseen phrasings; None: no groups
 
     @property
     def slice_key(self) -> SliceKey:
@@ -204,6 +239,16 @@ class RewriteCounts(Record):
     examples_out: int | None = None
 
 
+class PhrasingCoverage(Record):
+    """One phrasing group of a cell's eval items against the instructions of the task examples it trained
+    on (mix/task.jsonl): at a task size below the full set, a "seen" phrasing may be absent from the cell's
+    own subset, and an "unseen" one must never be in it."""
+
+    items: int  # eval items of the group that were scored (the first eval.limit)
+    phrasings: int  # distinct phrasings among them
+    trained: int  # items whose phrasing is the instruction of some task example the cell trained on
+
+
 class CellFacts(Record):
     """What a finished cell's run directory says it did: plan.json and the stage manifests, never notes."""
 
@@ -216,6 +261,7 @@ class CellFacts(Record):
     train_steps: int | None  # train/manifest.json `steps` (0: the plan does not train)
     truncated: float | None  # eval metric `truncated`: answers cut off by eval.max_new_tokens
     n_eval: int | None
+    phrasings: dict[str, PhrasingCoverage] | None = None  # None: no groups, no trained task file, older file
 
 
 class PairedRow(Record):
@@ -240,6 +286,7 @@ class PairedRow(Record):
     seeds: list[int]
     n_items: int  # items both answered in every paired seed
     pairs: list[list[str]]  # [DELIA cell, control cell] per seed
+    phrasing: str | None = None  # the items of one phrasing group only (seen / unseen); None: every item
 
 
 class ExperimentResults(Record):
@@ -290,73 +337,6 @@ class ProbesSummary(Record):
     repr_curves: dict[str, dict[str, list[float]]] = Field(default_factory=dict)
     divergent: list[ProbeRow] = Field(default_factory=list)
     losscurve: bool | None = None
-
-
-class SearchPoint(Record):
-    """One evaluated ratio of a search (the argmax has no `order`)."""
-
-    order: int | None = None
-    ratio: int
-    value: float
-    values: list[float] | None = None
-    ci_low: float | None = None
-    ci_high: float | None = None
-    ci_method: str | None = None
-    n_seeds: int | None = None
-    n_eval: int | None = None
-    train_steps: list[int | None] | None = None
-    run_dirs: list[str] | None = None
-
-
-class SearchResult(Record):
-    """search.json."""
-
-    experiment: str
-    method: str
-    metric: str
-    task_size: int | None
-    seeds: list[int]
-    settings: SearchSpec
-    source: str | None
-    notes: list[str]
-    command: str
-    algorithm: str
-    points: list[SearchPoint]
-    argmax: SearchPoint
-    evaluations: int
-    brackets: list[list[int]]
-
-
-class SearchPlanRow(Record):
-    """A point of `--search ratio --dry-run`: its cell and whether it has run."""
-
-    cell: str
-    ratio: int
-    seed: int
-    state: str  # "done", "started" or "to run"
-    value: float | None
-
-
-class RecheckItem(Record):
-    metric: str
-    stored: float
-    rerun: float | None
-    difference: float | None
-    summary_ci: list[float | None]
-    summary_ci_method: str
-    within_summary_ci: bool
-    cell_bootstrap_ci: list[float | None]
-    within_cell_ci: bool
-
-
-class RecheckReport(Record):
-    """recheck.json: one cell rerun from scratch against what results.json holds."""
-
-    cell: str
-    run_dir: str
-    seconds: float
-    checked_at: str
-    checks: list[RecheckItem]
 
 
 def read_record(path: Path, kind: type[RecordT]) -> RecordT | None:

@@ -17,7 +17,8 @@ from collections import defaultdict
 from pathlib import Path
 
 from delia.experiment.facts import cell_facts
-from delia.experiment.grid import Expansion, cell_dir, config_data
+from delia.experiment.grid import Expansion, cell_config, cell_dir, config_data
+from delia.experiment.measures import measure_figures
 from delia.experiment.paired import paired_rows
 from delia.experiment.records import (
     AblationSwitches,
@@ -28,7 +29,10 @@ from delia.experiment.records import (
     CiNote,
     ExperimentResults,
     FailedCell,
+    Figure,
     GridCells,
+    GroupSummary,
+    GroupValue,
     MethodRow,
     SummaryRow,
     write_record,
@@ -55,31 +59,54 @@ def t_interval(values: list[float], level: float = LEVEL) -> tuple[float, float]
 def cell_rows(record: CellRecord, metrics: list[str] | None) -> list[CellRow]:
     """One row per metric of a finished cell (all of them when `metrics` is None), each with the cell's
     truncated share beside it (whether or not `truncated` is one of `metrics`)."""
-    cell = record.cell
-    truncated = record.values.get("truncated")
     return [
-        CellRow(
-            variant=cell.variant,
-            method=cell.method,
-            base_method=cell.base_method,
-            task_size=cell.task_size,
-            ratio=cell.ratio,
-            seed=cell.seed,
-            metric=metric,
-            value=figure.value,
-            n=figure.n,
-            ci_low=figure.ci_low,
-            ci_high=figure.ci_high,
-            train_steps=record.train.steps,
-            wall_seconds=record.wall_seconds,
-            compute_seconds=record.compute_seconds,
-            run_dir=record.run_dir,
-            cell=cell.name,
-            truncated=truncated.value if truncated is not None else None,
-        )
+        metric_row(record, metric, figure)
         for metric, figure in record.values.items()
         if metrics is None or metric in metrics
     ]
+
+
+def metric_row(record: CellRecord, metric: str, figure: Figure) -> CellRow:
+    cell = record.cell
+    truncated = record.values.get("truncated")
+    return CellRow(
+        variant=cell.variant,
+        method=cell.method,
+        base_method=cell.base_method,
+        task_size=cell.task_size,
+        ratio=cell.ratio,
+        seed=cell.seed,
+        metric=metric,
+        value=figure.value,
+        n=figure.n,
+        ci_low=figure.ci_low,
+        ci_high=figure.ci_high,
+        train_steps=record.train.steps,
+        wall_seconds=record.wall_seconds,
+        compute_seconds=record.compute_seconds,
+        run_dir=record.run_dir,
+        cell=cell.name,
+        truncated=truncated.value if truncated is not None else None,
+        by_phrasing=group_values(record, metric),
+    )
+
+
+def group_values(record: CellRecord, metric: str) -> dict[str, GroupValue] | None:
+    """The metric on each phrasing group of the cell's eval items (metrics.json `by_phrasing`)."""
+    found = {}
+    for group, figures in (record.by_phrasing or {}).items():
+        figure = figures.values.get(metric)
+        if figure is None:
+            continue
+        truncated = figures.values.get("truncated")
+        found[group] = GroupValue(
+            value=figure.value,
+            n=figures.n,
+            ci_low=figure.ci_low,
+            ci_high=figure.ci_high,
+            truncated=truncated.value if truncated is not None else None,
+        )
+    return found or None
 
 
 def summarise(rows: list[CellRow]) -> list[SummaryRow]:
@@ -91,12 +118,7 @@ def summarise(rows: list[CellRow]) -> list[SummaryRow]:
     for (variant, method, task_size, ratio, metric), members in groups.items():
         members = sorted(members, key=lambda r: r.seed)
         values = [float(r.value) for r in members]
-        if len(values) >= 2:
-            low, high = t_interval(values)
-            ci_method = CI_T
-        else:
-            low, high = members[0].ci_low, members[0].ci_high
-            ci_method = CI_BOOTSTRAP
+        low, high, ci_method = interval(values, members[0].ci_low, members[0].ci_high)
         summary.append(
             SummaryRow(
                 variant=variant,
@@ -115,9 +137,41 @@ def summarise(rows: list[CellRow]) -> list[SummaryRow]:
                 values=values,
                 train_steps=[r.train_steps for r in members],
                 truncated=[r.truncated for r in members],
+                by_phrasing=group_summaries(members),
             )
         )
     return sorted(summary, key=sort_key)
+
+
+def interval(
+    values: list[float], cell_low: float | None, cell_high: float | None
+) -> tuple[float | None, float | None, str]:
+    """The t-interval over seeds; with one seed, that cell's own bootstrap CI over its eval examples."""
+    if len(values) >= 2:
+        low, high = t_interval(values)
+        return low, high, CI_T
+    return cell_low, cell_high, CI_BOOTSTRAP
+
+
+def group_summaries(members: list[CellRow]) -> dict[str, GroupSummary] | None:
+    """Per phrasing group, the seeds' values of the group with their mean and CI (members sorted by seed)."""
+    groups = sorted({group for row in members for group in row.by_phrasing or {}})
+    summaries = {}
+    for group in groups:
+        found = [row.by_phrasing[group] for row in members if row.by_phrasing and group in row.by_phrasing]
+        values = [item.value for item in found]
+        low, high, ci_method = interval(values, found[0].ci_low, found[0].ci_high)
+        summaries[group] = GroupSummary(
+            mean=statistics.fmean(values),
+            ci_low=low,
+            ci_high=high,
+            ci_method=ci_method,
+            n_seeds=len(values),
+            values=values,
+            n_eval=found[0].n,
+            truncated=[item.truncated for item in found],
+        )
+    return summaries or None
 
 
 def sort_key(row: SummaryRow) -> tuple[str, str, int, float, str]:
@@ -142,7 +196,8 @@ def collect(spec: ExperimentSpec, cells: list[Cell]) -> tuple[list[CellRow], lis
             missing.append(cell.name)
         else:
             rows.extend(cell_rows(record, spec.metrics))
-            facts.append(cell_facts(record))
+            rows.extend(metric_row(record, m, f) for m, f in measure_figures(record).items())
+            facts.append(cell_facts(record, cell_config(spec, cell, spec.entry(cell.method))))
     return rows, missing, facts
 
 

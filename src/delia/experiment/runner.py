@@ -25,6 +25,7 @@ from delia.experiment.records import (
     CellOptions,
     CellRecord,
     Figure,
+    GroupFigures,
     PlanSummary,
     TrainSummary,
     read_record,
@@ -60,7 +61,17 @@ def read_cell_record(run_dir: Path) -> CellRecord | None:
     record = read_record(run_dir / CELL_FILE, CellRecord)
     if record is not None and record.compute_seconds is None:  # records written before the field
         record.compute_seconds = stage_seconds(run_dir)
+    if record is not None and record.by_phrasing is None:  # records written before the field
+        record.by_phrasing = phrasing_groups(read_json(run_dir / "metrics.json") or {})
     return record
+
+
+def phrasing_groups(metrics: dict[str, Any]) -> dict[str, GroupFigures]:
+    """metrics.json `by_phrasing` (seen / unseen instruction phrasings scored apart), {} when absent."""
+    return {
+        group: GroupFigures.model_validate(figures)
+        for group, figures in metrics.get("by_phrasing", {}).items()
+    }
 
 
 def finished_record(spec: ExperimentSpec, cell: Cell) -> CellRecord | None:
@@ -122,6 +133,7 @@ def cell_record(spec: ExperimentSpec, cell: Cell, seconds: float) -> CellRecord:
         wall_seconds=round(seconds, 1),
         compute_seconds=stage_seconds(run_dir),
         finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        by_phrasing=phrasing_groups(metrics),
     )
 
 

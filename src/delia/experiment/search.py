@@ -16,7 +16,7 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from delia.experiment.records import SearchPoint
+from delia.experiment.search_records import SearchPoint
 
 INV_PHI = (math.sqrt(5) - 1) / 2  # 0.618...
 MAX_ITERATIONS = 100

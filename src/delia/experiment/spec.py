@@ -20,8 +20,9 @@ A grid with an entry labelled `delia` gets the step-matched control `common_it_m
 for exactly as many optimizer steps as each DELIA cell) unless it lists a common_it_matched entry itself or
 sets `grid.controls: false`: without it, a DELIA gain cannot be told apart from a larger training budget.
 
-Paths in the base config are relative to the working directory, as for `delia run`; `base` itself is tried
-relative to the working directory first, then to the experiment file.
+Relative paths in the base config are read from the base file's directory (an inline base's from the
+experiment file's), as for `delia run`; `set` paths, like `--set`, from the working directory. `base` itself
+is tried relative to the working directory first, then to the experiment file.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from delia.core.config import deep_merge, parse_overrides
 from delia.core.errors import ConfigError
+from delia.core.paths import resolve_config_paths
 
 
 class Strict(BaseModel):
@@ -90,6 +92,10 @@ class ProbeSpec(Strict):
     divergent: bool = True
     divergent_limit: int = 16
     losscurve: bool = True
+    # Per cell, every slice (experiment.cell_probes): the held-out task loss at the end of training (Figure
+    # 3), and ordinary questions answered in the task's format (leakage) or with the known fact.
+    heldout_loss: bool = True
+    leakage: bool = True
     seeds: list[int] | None = None  # None: every seed of the grid
     device: str = "cpu"
 
@@ -207,9 +213,10 @@ def resolve_base_path(base: str, experiment_file: Path) -> Path:
 
 def base_data(spec: ExperimentSpec) -> dict[str, Any]:
     """The base run config as a dict (before the experiment's own overrides)."""
-    if isinstance(spec.base, dict):
-        return dict(spec.base)
+    if isinstance(spec.base, dict):  # inline: its relative paths are beside the experiment file
+        return resolve_config_paths(dict(spec.base), Path(spec.source or ".").parent)
     loaded = yaml.safe_load(Path(spec.base).read_text(encoding="utf-8")) or {}
     if not isinstance(loaded, dict):
         raise ConfigError(spec.base, "the base run config must be a mapping of sections")
-    return {key: value for key, value in loaded.items() if value is not None}
+    data = {key: value for key, value in loaded.items() if value is not None}
+    return resolve_config_paths(data, Path(spec.base).parent)  # as load_config reads a run config

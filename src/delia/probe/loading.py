@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from delia.core.adapters import resolve_adapter_dir
 from delia.core.errors import DeliaError
 from delia.core.models import EMBEDDED, pick_device
 from delia.methods import load_trained
@@ -29,17 +30,6 @@ class ProbeTarget:
     name: str
     model_spec: str
     adapter_dir: Path | None
-
-
-def resolve_adapter_dir(path: str | Path) -> Path:
-    """A run directory or an adapter directory -> the directory holding adapter_config.json."""
-    path = Path(path)
-    for candidate in (path, path / "adapter"):
-        if (candidate / "adapter_config.json").exists():
-            return candidate
-    if not path.exists():
-        raise DeliaError(f"adapter {path} does not exist")
-    raise DeliaError(f"{path} holds no adapter (no adapter_config.json in it or in {path / 'adapter'})")
 
 
 def adapter_base_model(adapter_dir: Path) -> str | None:
@@ -96,5 +86,6 @@ def load_model_and_tokenizer(
     threads follow the free cores, as for every command that runs a model."""
     from delia.generation.threads import follow_free_cores  # torch
 
-    follow_free_cores(None, pick_device(device))
+    device = pick_device(device)  # "auto" becomes the device it names
+    follow_free_cores(None, device)
     return load_trained(model_spec, adapter_dir, device)

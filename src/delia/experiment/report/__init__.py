@@ -12,14 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from delia.core.errors import DeliaError
-from delia.experiment.records import (
-    ExperimentResults,
-    ProbesSummary,
-    RecheckReport,
-    SearchResult,
-    read_record,
-)
+from delia.experiment.records import ExperimentResults, ProbesSummary, read_record
 from delia.experiment.report.render import experiment_document, search_document, write_document
+from delia.experiment.search_records import RecheckReport, SearchResult
 
 
 def write_report(out: Path) -> tuple[Path, Path]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from delia.experiment.facts import TRUNCATED_FLAG, flagged
 from delia.experiment.records import CellFacts, ExperimentResults, PairedRow, RewriteCounts
+from delia.experiment.report.effects import group_text, phrasing_facts_text
 from delia.experiment.report.tables import ResultIndex, Table, fmt_number, fmt_summary, ratio_text
 
 NOT_RECORDED = (
@@ -23,7 +24,10 @@ def paired_table(results: ExperimentResults, index: ResultIndex) -> Table | None
     if not results.paired:
         return None
     headline = index.headline_metric()
-    rows = sorted(results.paired, key=lambda r: (r.metric != headline, r.metric, r.variant or "", r.control))
+    rows = sorted(
+        results.paired,
+        key=lambda r: (r.metric != headline, r.metric, r.phrasing or "", r.variant or "", r.control),
+    )
     variants = any(r.variant for r in rows)
     header = ["comparison", "size", "ratio", "metric", "difference [95% CI, seeds x items]", "reading"]
     header += ["items-only CI", "seeds", "items", "per-method means [t over seeds]"]
@@ -35,7 +39,7 @@ def paired_table(results: ExperimentResults, index: ResultIndex) -> Table | None
             f"delia - {row.control}",
             str(row.task_size),
             ratio_text(row.ratio),
-            row.metric,
+            row.metric if row.phrasing is None else f"{row.metric} ({row.phrasing} phrasings)",
             difference_text(row),
             reading(row),
             f"[{signed(row.items_ci_low)}, {signed(row.items_ci_high)}]",
@@ -71,7 +75,11 @@ def method_means(row: PairedRow, index: ResultIndex) -> str:
     texts = []
     for label, ratio in (("delia", row.ratio), (row.control, row.control_ratio)):
         summary = index.row((row.variant, label, row.task_size, ratio), row.metric)
-        texts.append(f"{label} {fmt_summary(summary) if summary else '?'}")
+        group = (summary.by_phrasing or {}).get(row.phrasing or "") if summary else None
+        if row.phrasing is not None:
+            texts.append(f"{label} {group_text(group, 0) if group else '?'}")
+        else:
+            texts.append(f"{label} {fmt_summary(summary) if summary else '?'}")
     return "; ".join(texts)
 
 
@@ -90,6 +98,10 @@ def facts_table(results: ExperimentResults) -> Table | None:
         ]
         for fact in results.facts
     ]
+    if any(fact.phrasings for fact in results.facts):  # a column only where eval items carry groups
+        header.append("eval items whose phrasing it trained on")
+        for row, fact in zip(rows, results.facts, strict=True):
+            row.append(phrasing_facts_text(fact))
     return Table(header, rows)
 
 

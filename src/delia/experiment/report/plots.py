@@ -7,8 +7,10 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
 
-from delia.experiment.records import SearchResult, SummaryRow
+from delia.experiment.measures import HELDOUT_LOSS
+from delia.experiment.records import SummaryRow
 from delia.experiment.report.tables import TRANSLATION_METRICS
+from delia.experiment.search_records import SearchResult
 from delia.probe.plots import DPI, save_figure
 
 
@@ -43,7 +45,7 @@ def series_label(row: SummaryRow) -> str:
 
 def rate_limits(ax: Axes, rows: list[SummaryRow], metric: str) -> None:
     """A rate's axis spans 0..1 (wider when a t-interval leaves it), so panels compare at a glance."""
-    if metric in TRANSLATION_METRICS:
+    if metric in TRANSLATION_METRICS or metric == HELDOUT_LOSS:  # not a rate
         return
     lows = [r.ci_low for r in rows if r.ci_low is not None] + [r.mean for r in rows]
     highs = [r.ci_high for r in rows if r.ci_high is not None] + [r.mean for r in rows]

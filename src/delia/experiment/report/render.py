@@ -7,8 +7,10 @@ from pathlib import Path
 
 from delia.core.io import atomic_write
 from delia.experiment.document import Document
+from delia.experiment.measures import HELDOUT_LOSS
 from delia.experiment.paired import CORPUS_METRICS
-from delia.experiment.records import ExperimentResults, ProbesSummary, RecheckReport, SearchResult
+from delia.experiment.records import ExperimentResults, ProbesSummary
+from delia.experiment.report.effects import measures_note, measures_table, phrasing_table
 from delia.experiment.report.headline import NOT_RECORDED, facts_table, paired_table, truncation_flags
 from delia.experiment.report.plots import plot_repr_curves, plot_search, plot_vs_ratio, plot_vs_size
 from delia.experiment.report.tables import (
@@ -27,6 +29,7 @@ from delia.experiment.report.tables import (
     table_repr,
     table_translation,
 )
+from delia.experiment.search_records import RecheckReport, SearchResult
 
 
 def add_table(doc: Document, table: Table) -> None:
@@ -99,6 +102,42 @@ def paired_section(doc: Document, results: ExperimentResults, index: ResultIndex
         doc.bullets(flags)
 
 
+def phrasing_section(doc: Document, results: ExperimentResults, index: ResultIndex) -> None:
+    doc.heading("Seen and unseen instruction phrasings")
+    tables = [(m, table) for m in index.metrics if (table := phrasing_table(results, index, m))]
+    if not tables:
+        doc.paragraph(
+            "Not measured: no eval example carried a phrasing group (the halueval builder tags them when "
+            "`holdout_instructions` or `eval_instructions` is set; `phrasing: both` asks every context "
+            "both ways, docs/data-formats.md)."
+        )
+        return
+    doc.paragraph(
+        "Each score on the eval items asked with a phrasing the task set keeps (seen) and on those asked "
+        "with one held out of it or written for evaluation (unseen), mean [95% CI] over seeds with the "
+        "group's truncated share. Trained on: items whose phrasing is the instruction of a task example the "
+        "cell trained on (its mix/mixed.jsonl), summed over the slice's cells; below the full task set, or "
+        "with rewritten instructions, a seen phrasing can be missing from training, and an unseen one "
+        "trained on would be a leak."
+    )
+    for _, table in tables:
+        add_table(doc, table)
+
+
+def measures_section(doc: Document, results: ExperimentResults, index: ResultIndex) -> None:
+    doc.heading("Held-out task loss and side effects on ordinary questions")
+    table = measures_table(index)
+    if table is None:
+        doc.paragraph(
+            "Not measured: no cell has per-cell probe results (they run with the probes: `delia experiment "
+            "CONFIG --no-run` without `--no-probes` measures the finished cells)."
+        )
+        return
+    with_ratio = any(r.metric == HELDOUT_LOSS and r.ratio is not None for r in results.summary)
+    doc.paragraph(measures_note(with_ratio))
+    add_table(doc, table)
+
+
 def facts_section(doc: Document, results: ExperimentResults) -> None:
     doc.heading("Per-cell facts (from the run directories)")
     table = facts_table(results)
@@ -109,7 +148,9 @@ def facts_section(doc: Document, results: ExperimentResults) -> None:
         "Diversified: the run's plan.json asks for rewrites and its diversify/ stage exists. Rewrites "
         "accepted: diversify/task.report.json (accepted / requested; examples left without one keep their "
         "instruction) and the stage manifest's example counts. Steps: train/manifest.json. Truncated: the "
-        "eval metric `truncated` (answers cut off by eval.max_new_tokens)."
+        "eval metric `truncated` (answers cut off by eval.max_new_tokens). Where eval items carry phrasing "
+        "groups: per group, the scored items whose phrasing is the instruction of a task example in the "
+        "cell's mix/mixed.jsonl."
     )
     add_table(doc, table)
 
@@ -183,6 +224,9 @@ def figures(
             doc.image(path, f"{metric} vs task size")
         if path := plot_vs_ratio(results.summary, metric, plots / f"{file_stem(metric)}_vs_ratio.png"):
             doc.image(path, f"{metric} vs diverse ratio")
+    loss_plot = plots / f"{HELDOUT_LOSS}_vs_ratio.png"
+    if path := plot_vs_ratio(results.summary, HELDOUT_LOSS, loss_plot):
+        doc.image(path, "Figure 3: held-out task loss at the end of training vs diverse ratio")
     if probes and (path := plot_repr_curves(probes.repr_curves, plots / "l2_per_block.png")):
         doc.image(path, "L2 per block")
     loss_png = out / "probes" / "losscurve" / "losscurve.png"
@@ -231,6 +275,8 @@ def experiment_document(
     index = ResultIndex.of(results)
     doc = Document(f"Experiment `{results.experiment}`")
     paired_section(doc, results, index)
+    phrasing_section(doc, results, index)
+    measures_section(doc, results, index)
     setup(doc, results, out)
     doc.heading("Coverage")
     coverage(doc, results)

@@ -18,11 +18,10 @@ from delia.experiment.records import (
     MethodRow,
     ProbeRow,
     ProbesSummary,
-    RecheckReport,
-    SearchResult,
     SliceKey,
     SummaryRow,
 )
+from delia.experiment.search_records import RecheckReport, SearchResult
 from delia.experiment.spec import Headline
 
 TRANSLATION_METRICS = ("chrf++", "bleu")
