@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from conftest import tiny_llama
 
 from delia.core.config import RunConfig, build_config
@@ -244,10 +245,61 @@ def test_a_key_pasted_into_the_config_is_refused_without_echoing_it() -> None:
     assert SECRET not in str(in_url.value)
 
 
-def test_a_missing_key_variable_is_named_not_guessed(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_missing_key_variable_is_never_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
     from delia.generation.openai import OpenAIBackend
 
     monkeypatch.delenv(KEY_ENV, raising=False)
-    with pytest.raises(DeliaError, match=f"environment variable {KEY_ENV} .* is not set"):
+    with pytest.raises(ConfigError, match="names no environment variable that is set") as caught:
         OpenAIBackend("http://127.0.0.1:9/v1", "m", api_key_env=KEY_ENV)
+    assert KEY_ENV not in str(caught.value) and "\n" not in str(caught.value)
     assert os.environ.get(KEY_ENV) is None
+
+
+# A Google-style API key: letters and digits only, so it passes for a variable's name.
+NAME_SHAPED_KEY = "AIzaSyD3xTq9FakeKey0nlyForTests7w1Pz4Lm"
+
+
+def test_a_key_shaped_like_a_variable_name_is_never_echoed_or_written(
+    key_server: KeyServer,
+    tiny_model_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    from delia.core.secrets import REDACTED
+    from delia.pipeline import run
+
+    monkeypatch.delenv(NAME_SHAPED_KEY, raising=False)
+    config = build_config(
+        {
+            "name": "pasted",
+            "run_dir": str(tmp_path / "runs"),
+            "model": {"name": str(tiny_model_dir)},
+            "task": {"builder": "demo", "builder_options": {"n": 4}},
+            "sample": {
+                "backend": {"kind": "openai", "base_url": key_server.url, "api_key_env": NAME_SHAPED_KEY}
+            },
+            "diversify": {"enabled": False},
+            "mix": {"ratio": 1},
+        }
+    )
+    with pytest.raises(ConfigError, match=r"backend\.api_key_env: names no environment variable") as caught:
+        run(config, log=print)
+    assert NAME_SHAPED_KEY not in str(caught.value)
+    assert key_server.auth == []  # refused before any request
+    run_dir = tmp_path / "runs" / "pasted"
+    written = (run_dir / "config.yaml").read_text()
+    assert f"api_key_env: {REDACTED}" in written  # the config on disk names no key...
+    assert build_config(yaml.safe_load(written)).sample.backend.api_key_env == REDACTED  # ...and still loads
+    assert files_containing(tmp_path, NAME_SHAPED_KEY) == []
+    out, err = capfd.readouterr()
+    assert NAME_SHAPED_KEY not in out + err
+
+
+def test_a_set_variable_name_is_kept_in_the_written_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(KEY_ENV, SECRET)
+    config = build_config({"sample": {"backend": {"kind": "openai", "api_key_env": KEY_ENV}}})
+    written = config.to_yaml()
+    assert f"api_key_env: {KEY_ENV}" in written and SECRET not in written
+    monkeypatch.delenv(KEY_ENV)
+    assert KEY_ENV not in config.to_yaml()  # once unset, it is no longer known to be a name

@@ -108,7 +108,7 @@ def index_messages_jsonl(path: Path, fmt: str = "auto") -> OffsetPool | None:
             if not offsets and (raw.lstrip().startswith(b"[") or b'"messages"' not in raw):
                 return None  # a JSON array, or a first record of another format: the general reader decides
             record = parse_json_line(raw.rstrip(b"\n"), str(path), lineno)  # as the text reader sees it
-            example_from_record(record, "messages", DIVERSE, str(path), lineno)
+            example_from_record(record, "messages", DIVERSE, str(path), lineno, require_response=True)
             offsets.append(start)
     return OffsetPool(path, offsets) if offsets else None
 
@@ -118,7 +118,7 @@ def open_diverse(path: Path, fmt: str = "auto") -> DiversePool:
     pool = index_messages_jsonl(path, fmt)
     if pool is not None:
         return pool
-    examples = read_examples(path, fmt, source=DIVERSE)
+    examples = read_examples(path, fmt, source=DIVERSE, require_response=True)
     if not examples:
         raise DataError(str(path), None, "no diverse examples in this file")
     logger.info("%s is not messages JSONL: read into memory (messages JSONL would be streamed)", path)

@@ -75,7 +75,7 @@ def test_data_inspect_shared_task_file(
     shared_data: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = shared_data / "delia-reproduce" / "train_dataset.jsonl"
-    code, out, _ = run_cli(["data", "inspect", str(path), "--json"], capsys, monkeypatch)
+    code, out, _ = run_cli(["data", "inspect", str(path), "--tokens", "--json"], capsys, monkeypatch)
     assert code == 0
     report = json.loads(out)
     assert report["records"] == 100 and report["format"] == "messages"

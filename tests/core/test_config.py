@@ -70,13 +70,13 @@ def test_a_round_trip_through_yaml(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["train.lrr=1"], r"config train\.lrr \(overrides\): unknown key"),
-        (["trian.lr=1"], r"config trian \(overrides\): unknown key"),
-        (["train.lr=fast"], r"config train\.lr \(overrides\): Input should be a valid number"),
-        (["mix.ratio=-1"], r"config mix\.ratio \(overrides\): ratio must be a finite number >= 0, got -1"),
-        (["mix.ratio=.nan"], r"config mix\.ratio \(overrides\): ratio must be a finite number"),
-        (["mix.schedule=random"], r"config mix\.schedule \(overrides\): Input should be 'shuffle'"),
-        (["train.lr"], r"config train\.lr: an override must look like section\.key=value"),
+        (["train.lrr=1"], r"config train\.lrr \(--set train\.lrr=1\): unknown key 'lrr'; did you mean 'lr'"),
+        (["trian.lr=1"], r"config trian \(--set trian\.lr=1\): unknown key 'trian'; did you mean 'train'\?"),
+        (["train.lr=fast"], r"config train\.lr \(--set train\.lr=fast\): Input should be a valid number"),
+        (["mix.ratio=-1"], r"config mix\.ratio \(--set mix\.ratio=-1\): ratio must be a finite number >= 0"),
+        (["mix.ratio=.nan"], r"config mix\.ratio \(--set mix\.ratio=\.nan\): ratio must be a finite number"),
+        (["mix.schedule=random"], r"config mix\.schedule \(--set mix\.schedule=random\): Input should be"),
+        (["train.lr"], r"config --set train\.lr: expected section\.key=value \(e\.g\. --set train\.lr=1e-4"),
     ],
 )
 def test_bad_overrides_name_the_field(overrides: list[str], message: str) -> None:
@@ -146,15 +146,15 @@ def test_stage_hash_is_stable_and_sensitive() -> None:
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["train.epochs=0"], r"config train\.epochs \(overrides\): Input should be greater than 0"),
-        (["train.lr=-1e-4"], r"config train\.lr \(overrides\): Input should be greater than 0"),
+        (["train.epochs=0"], r"config train\.epochs \(--set [^)]*\): Input should be greater than 0"),
+        (["train.lr=-1e-4"], r"config train\.lr \(--set [^)]*\): Input should be greater than 0"),
         (
             ["train.micro_batch_size=0"],
-            r"config train\.micro_batch_size \(overrides\): .*greater than or equal to 1",
+            r"config train\.micro_batch_size \(--set [^)]*\): .*greater than or equal to 1",
         ),
-        (["train.batch_size=0"], r"config train\.batch_size \(overrides\): .*greater than or equal to 1"),
+        (["train.batch_size=0"], r"config train\.batch_size \(--set [^)]*\): .*greater than or equal to 1"),
         (["train.max_length=0"], r"config train\.max_length"),
-        (["train.warmup_ratio=1.5"], r"config train\.warmup_ratio \(overrides\): .*less than or equal to 1"),
+        (["train.warmup_ratio=1.5"], r"config train\.warmup_ratio \(--set [^)]*\): .*less than or equal"),
         (["eval.batch_size=0"], r"config eval\.batch_size"),
         (["diversify.k=0"], r"config diversify\.k"),
         (["sample.sampling.top_p=0"], r"config sample\.sampling\.top_p"),

@@ -148,3 +148,19 @@ def test_the_embedded_model_generates() -> None:
     new_tokens = output[0, inputs["input_ids"].shape[1] :]
     assert 0 < len(new_tokens) <= 8
     assert "Paris" in tokenizer.decode(new_tokens, skip_special_tokens=True)
+
+
+def test_the_gradient_checkpointing_deprecation_is_silenced_and_no_other(tiny_model_dir: Path) -> None:
+    import warnings
+
+    from peft import LoraConfig, get_peft_model
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")  # as a user's terminal shows them
+        model = load_model(str(tiny_model_dir))
+        get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"]))  # peft reads the old property
+        _ = model.is_gradient_checkpointing
+        warnings.warn("an unrelated deprecation", FutureWarning, stacklevel=1)
+    messages = [str(w.message) for w in caught if issubclass(w.category, FutureWarning)]
+    assert not [m for m in messages if "is_gradient_checkpointing" in m]
+    assert "an unrelated deprecation" in messages

@@ -16,6 +16,7 @@ from delia.core.errors import DataError
 from delia.core.example import Example
 from delia.core.io import write_json
 from delia.data import AppendLog, read_examples, read_examples_with_format, write_jsonl
+from delia.data.io import check_training_file
 
 TURNS = [{"role": "user", "content": "Say hi"}, {"role": "assistant", "content": "hi"}]
 
@@ -213,6 +214,60 @@ def test_missing_file_directory_and_bad_gzip(tmp_path: Path) -> None:
     (tmp_path / "fake.jsonl.gz").write_bytes(b"not gzip")
     with pytest.raises(DataError, match=r"fake\.jsonl\.gz: not a valid gzip file"):
         read_examples(tmp_path / "fake.jsonl.gz")
+
+
+# --- training data: every record ends with an answer ------------------------------------------------
+
+ANSWER = "a training record must end with the answer"
+USER_ONLY = [{"role": "user", "content": "q"}]
+EMPTY_TURN = "the final assistant turn is empty"
+GOOD = {
+    "messages": {"messages": TURNS},
+    "alpaca": {"instruction": "q", "output": "a"},
+    "prompt": {"prompt": "q", "completion": "a"},
+}
+
+
+@pytest.mark.parametrize(
+    ("record", "fmt", "message"),
+    [
+        ({"messages": USER_ONLY}, "messages", "no final assistant turn (the last message is the user's)"),
+        ({"messages": [*TURNS, {"role": "user", "content": "more?"}]}, "messages", "no final assistant turn"),
+        ({"messages": [TURNS[0], {"role": "assistant", "content": ""}]}, "messages", EMPTY_TURN),
+        ({"messages": [TURNS[0], {"role": "assistant", "content": " \n\t"}]}, "messages", EMPTY_TURN),
+        ({"instruction": "q", "input": "", "output": ""}, "alpaca", "empty 'output'"),
+        ({"prompt": "q", "completion": "  "}, "prompt", "empty 'completion'"),
+    ],
+)  # fmt: skip
+def test_a_record_without_an_answer_is_refused_with_its_line(
+    tmp_path: Path, record: dict[str, Any], fmt: str, message: str
+) -> None:
+    good = {"messages": TURNS} if fmt == "messages" else None
+    good = good or (
+        {"instruction": "q", "output": "a"} if fmt == "alpaca" else {"prompt": "q", "completion": "a"}
+    )
+    path = write_lines(tmp_path / "task.jsonl", [good, good, record, good])
+    expected = f"{path}:3: {message}"
+    with pytest.raises(DataError) as err:
+        read_examples(path, require_response=True)
+    assert str(err.value).startswith(expected) and f"{ANSWER} (format {fmt})" in str(err.value)
+    with pytest.raises(DataError) as err:
+        check_training_file(path)
+    assert str(err.value).startswith(expected)
+    assert len(read_examples(path)) == 4  # as queries (no answer needed) the same file reads
+
+
+def test_a_json_array_names_the_line_of_the_record_without_an_answer(tmp_path: Path) -> None:
+    path = tmp_path / "task.json"
+    rows = [{"instruction": "q1", "output": "a1"}, {"instruction": "q2", "output": ""}]
+    path.write_text("[\n" + ",\n".join(json.dumps(r) for r in rows) + "\n]\n", encoding="utf-8")
+    with pytest.raises(DataError, match=rf"task\.json:3: empty 'output': {ANSWER}"):
+        read_examples(path, require_response=True)
+
+
+def test_check_training_file_counts_the_records_it_accepts(tmp_path: Path) -> None:
+    path = write_lines(tmp_path / "task.jsonl", [{"messages": TURNS}] * 3)
+    assert check_training_file(path) == 3
 
 
 # --- writers --------------------------------------------------------------------------------

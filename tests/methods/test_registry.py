@@ -58,9 +58,9 @@ def test_method_options_are_validated_at_load_under_the_method_name() -> None:
     assert config.options("tki").groups == 8 and config.options("delia").diverse is True  # the defaults
     assert config.method_sections() == ("tki",)
     assert load_config(None, ["method=common_it"]).method_sections() == ()  # common_it has no options
-    with pytest.raises(ConfigError, match=r"config delia\.divers \(overrides\): unknown key"):
+    with pytest.raises(ConfigError, match=r"config delia\.divers \(--set delia\.divers=1\): unknown key"):
         load_config(None, ["delia.divers=1"])
-    with pytest.raises(ConfigError, match=r"config common_it \(overrides\): unknown key"):  # no options
+    with pytest.raises(ConfigError, match=r"config common_it \(--set common_it\.x=1\): unknown"):  # no opts
         load_config(None, ["common_it.x=1"])
     with pytest.raises(ConfigError, match=r"config tell\.anchor \(config\): the anchor is empty"):
         build_config({"tell": {"anchor": "  "}})

@@ -222,6 +222,49 @@ def test_rule_only_run_reports_llm_only_axes(tmp_path: Path) -> None:
     assert report["axes"]["vocabulary"]["rule_accepted"] == 3
 
 
+def test_rewrites_replace_the_originals_unless_they_are_kept(tmp_path: Path) -> None:
+    examples = task(4)
+    replaced, report = diversify(
+        examples, ScriptedRewriter(("good",)), config(k=1), tmp_path / "r.jsonl", embedder=None
+    )
+    assert len(replaced) == 4 and report["originals_kept"] is False
+    assert not {e.instruction for e in examples} & {o.instruction for o in replaced}
+    kept, report = diversify(
+        examples,
+        ScriptedRewriter(("good",)),
+        config(k=1, keep_originals=True),
+        tmp_path / "k.jsonl",
+        embedder=None,
+    )
+    assert len(kept) == 8 and report["originals_kept"] is True
+    assert kept[0::2] == examples  # each original, unchanged, just before its rewrite
+    assert [o.meta["original_id"] for o in kept[1::2]] == [e.id for e in examples]
+    assert read_examples(tmp_path / "k.jsonl") == kept
+
+
+def test_a_kept_original_stands_in_for_a_failed_rewrite(tmp_path: Path) -> None:
+    examples = task(3)
+    cfg = config(k=1, keep_originals=True)
+    outputs, report = diversify(
+        examples,
+        ScriptedRewriter(("garbage",)),
+        cfg,
+        tmp_path / "d.jsonl",
+        rule_fallback=False,
+        embedder=None,
+    )
+    assert report["fallbacks"] == 3 and outputs == examples  # no second copy marked as a fallback
+
+
+def test_keep_originals_at_its_default_leaves_the_stage_hash_as_it_was() -> None:
+    from delia.core.config import RunConfig
+
+    assert "keep_originals" not in DiversifyConfig().model_dump()
+    default = RunConfig().stage_hash("diversify")
+    assert RunConfig(diversify={"keep_originals": False}).stage_hash("diversify") == default
+    assert RunConfig(diversify={"keep_originals": True}).stage_hash("diversify") != default
+
+
 def test_bad_axis_and_nothing_to_rewrite_with_are_config_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="unknown axes"):
         diversify(task(1), None, config(axes=["rhyme"]), tmp_path / "d.jsonl")

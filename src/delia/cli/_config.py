@@ -12,6 +12,7 @@ import typer
 from delia.core.config import RunConfig, build_config, deep_merge, load_config
 
 FLAG_SOURCE = "command line"
+SET_METAVAR = "<section.key=value>"
 # A flag given with a value that means "none" (e.g. `--label-key ''`): None itself means "not given".
 EXPLICIT_NONE = object()
 
@@ -55,7 +56,9 @@ def config_file_option() -> Any:
 
 
 def set_option() -> Any:
-    return typer.Option([], "--set", help="Override a config value: section.key=value (repeatable).")
+    return typer.Option(
+        [], "--set", metavar=SET_METAVAR, help="Override a config value: section.key=value (repeatable)."
+    )
 
 
 def _nested(flat: dict[str, Any]) -> dict[str, Any]:

@@ -108,9 +108,9 @@ def register(app: typer.Typer) -> None:
         context: str | None = typer.Option(
             None, "--context", help="FILE or TEXT put before each instruction (with --compare)."
         ),
-        max_new_tokens: int = typer.Option(256, "--max-new-tokens"),
+        max_new_tokens: int = typer.Option(256, "--max-new-tokens", help="Most tokens generated per reply."),
         temperature: float = typer.Option(0.0, "--temperature", help="0 = greedy."),
-        device: str = typer.Option("cpu", "--device"),
+        device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
         as_json: bool = typer.Option(False, "--json", help="With --compare: print a JSON object instead."),
     ) -> None:
         from delia.core.errors import DeliaError

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from delia.cli._common import MODEL_OPTION_HELP, console, print_json
+from delia.cli._common import MODEL_OPTION_HELP, console, print_json, writing_to
 from delia.cli._config import command_config, config_file_option, config_option, set_option
 from delia.cli.score import (
     BLEURT_HELP,
@@ -14,13 +14,19 @@ from delia.cli.score import (
     COMET_HELP,
     KEYS_HELP,
     LABEL_HELP,
+    SAVED_SCORING,
+    note_saved_scoring,
     print_figures,
+    read_predictions,
     scoring_flags,
+    warn_if_keys_missing,
+    with_saved_scoring,
 )
 
 FORMAT_HELP = "auto, messages, alpaca or prompt."
 LIMIT_HELP = "Evaluate only the first N examples."
-METRIC_HELP = "json_format, translation or exact."
+METRIC_HELP = "json_format, translation or exact; default: the --adapter's run's metric, else json_format."
+ADAPTER_HELP = "A trained adapter directory, or a run directory holding adapter/."
 BUDGET_HELP = "Generation budget per answer: a number of tokens, or auto (2x the longest reference answer)."
 BATCH_HELP = "Prompts per generation batch."
 MODEL_DEFAULT = "Default: the base model the adapter names, else model.name (the embedded model)."
@@ -34,7 +40,7 @@ def register(app: typer.Typer) -> None:
         ),
         out: str = typer.Option(..., "--out", help="Directory for predictions.jsonl and metrics.json."),
         model: str | None = typer.Option(None, "--model", help=f"{MODEL_OPTION_HELP} {MODEL_DEFAULT}"),
-        adapter: str | None = typer.Option(None, "--adapter", help="A trained adapter directory."),
+        adapter: str | None = typer.Option(None, "--adapter", help=ADAPTER_HELP),
         fmt: str | None = config_option("eval.format", "--format", help=FORMAT_HELP),
         limit: int | None = config_option("eval.limit", "--limit", help=LIMIT_HELP),
         metric: str | None = config_option("eval.metric", "--metric", help=METRIC_HELP),
@@ -53,12 +59,14 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print metrics.json's content."),
     ) -> None:
         """Greedy answers for --data, scored; writes predictions.jsonl and metrics.json into --out."""
+        from delia.core.adapters import resolve_adapter_dir
         from delia.core.models import pick_device
         from delia.data import read_examples
-        from delia.evaluate import evaluate_model
+        from delia.evaluate import PREDICTIONS_FILE, evaluate_model
         from delia.generation.threads import follow_free_cores  # torch
         from delia.methods import load_trained
 
+        adapter_dir = resolve_adapter_dir(adapter) if adapter else None
         flags = {
             "eval.file": data,
             "eval.format": fmt,
@@ -68,17 +76,22 @@ def register(app: typer.Typer) -> None:
             "eval.batch_size": batch_size,
             "model.device": device,
         }
-        config = command_config(
-            config_path, overrides, flags | scoring_flags(keys, label_key, bootstrap, bleurt, comet)
+        flags |= scoring_flags(keys, label_key, bootstrap, bleurt, comet)
+        flags, taken = with_saved_scoring(
+            flags, adapter_dir, config_path, overrides, ("metric", *SAVED_SCORING)
         )
+        config = command_config(config_path, overrides, flags)
         cfg = config.eval
-        examples = read_examples(data, cfg.format)
-        # "" lets the adapter name its base; without one, the config's model (the embedded one by default).
-        spec = model or ("" if adapter else config.model.name)
-        device_name = pick_device(config.model.device)
-        follow_free_cores(config.train.threads, device_name)
-        loaded_model, tokenizer = load_trained(spec, adapter, device_name)
-        metrics = evaluate_model(loaded_model, tokenizer, examples, cfg, Path(out))
+        note_saved_scoring(taken, adapter_dir)
+        with writing_to(Path(out), "dir"):  # checked and locked before the first answer is generated
+            examples = read_examples(data, cfg.format)
+            # "" lets the adapter name its base; without one, the config's model (the embedded one).
+            spec = model or ("" if adapter else config.model.name)
+            device_name = pick_device(config.model.device)
+            follow_free_cores(config.train.threads, device_name)
+            loaded_model, tokenizer = load_trained(spec, adapter_dir, device_name)
+            metrics = evaluate_model(loaded_model, tokenizer, examples, cfg, Path(out))
+            warn_if_keys_missing(cfg.metric, read_predictions(str(Path(out) / PREDICTIONS_FILE))[0], cfg.keys)
         if as_json:
             print_json(metrics)
             return

@@ -13,7 +13,7 @@ from delia.cli._common import console
 
 if TYPE_CHECKING:
     from delia.experiment import Expansion, ExperimentSpec
-    from delia.experiment.records import SearchPlanRow
+    from delia.experiment.search_records import SearchPlanRow
 
 EXPERIMENT_HELP = (
     "Run an experiment grid: methods x task sizes x diverse ratios x seeds, each cell a normal run "

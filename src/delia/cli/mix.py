@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from delia.cli._common import print_json, print_mapping
+from delia.cli._common import print_json, print_mapping, writing_to
 from delia.cli._config import command_config, config_file_option, config_option, set_option
 
 SCHEDULES = (
@@ -67,8 +67,9 @@ def register(app: typer.Typer) -> None:
         config = command_config(config_path, overrides, flags)
         cfg = config.mix
         show_library_logs()
-        examples = read_examples(task, config.task.format, source="task")
-        counts = mix(examples, diverse, cfg, out, diverse_format=diverse_fmt)
+        with writing_to(out, "file"):
+            examples = read_examples(task, config.task.format, source="task", require_response=True)
+            counts = mix(examples, diverse, cfg, out, diverse_format=diverse_fmt)
         if as_json:
             print_json(counts)
         else:

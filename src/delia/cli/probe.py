@@ -97,7 +97,7 @@ def register(app: typer.Typer) -> None:
             False, "--chat", help="Wrap each context in the chat template as a user turn."
         ),
         out: Path = typer.Option(Path("probes"), "--out", help=OUT_HELP),
-        device: str = typer.Option("cpu", "--device"),
+        device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
         missing_token: str = typer.Option(
             "skip",
             "--missing-token",
@@ -129,9 +129,9 @@ def register(app: typer.Typer) -> None:
         fmt: str = typer.Option("auto", "--format", help="auto, messages, alpaca or prompt."),
         limit: int | None = typer.Option(32, "--limit", help="Use the first N prompts (0 or less: all)."),
         mass: float = typer.Option(0.9, "--mass", help="Probability mass the counted top tokens must cover."),
-        batch_size: int = typer.Option(8, "--batch-size"),
+        batch_size: int = typer.Option(8, "--batch-size", help="Prompts per generation batch."),
         out: Path = typer.Option(Path("probes"), "--out", help=OUT_HELP),
-        device: str = typer.Option("cpu", "--device"),
+        device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
     ) -> None:
         from delia.core.errors import DeliaError
         from delia.data.io import read_examples
@@ -191,7 +191,7 @@ def register(app: typer.Typer) -> None:
         ),
         model: str | None = typer.Option(None, "--model", help=MODEL_HELP),
         batches: int = typer.Option(8, "--batches", help="Batches per source."),
-        batch_size: int = typer.Option(4, "--batch-size"),
+        batch_size: int = typer.Option(4, "--batch-size", help="Examples per gradient batch."),
         max_length: int = typer.Option(512, "--max-length", help="Tokens per example (longer ones are cut)."),
         ratio: float | None = typer.Option(
             None, "--ratio", help="Diverse:task ratio of the mix; default: the file's."
@@ -204,11 +204,13 @@ def register(app: typer.Typer) -> None:
             "--lora-targets",
             help="Fresh LoRA target modules, comma-separated, or all-linear.",
         ),
-        task_source: str = typer.Option("task", "--task-source"),
-        diverse_source: str = typer.Option("diverse", "--diverse-source"),
-        seed: int = typer.Option(0, "--seed"),
+        task_source: str = typer.Option("task", "--task-source", help="The source tag of task records."),
+        diverse_source: str = typer.Option(
+            "diverse", "--diverse-source", help="The source tag of diverse records."
+        ),
+        seed: int = typer.Option(0, "--seed", help="Seed of the batch draw and the fresh LoRA."),
         out: Path = typer.Option(Path("probes"), "--out", help=OUT_HELP),
-        device: str = typer.Option("cpu", "--device"),
+        device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:N or auto."),
         config_path: str | None = config_file_option(),
         overrides: list[str] = set_option(),
     ) -> None:

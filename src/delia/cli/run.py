@@ -3,12 +3,28 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from delia.cli._common import console, print_mapping
+from delia.cli._common import console, print_mapping, writing_to
+from delia.cli._config import SET_METAVAR
 from delia.core.markdown import format_value
+
+if TYPE_CHECKING:
+    from delia.core.config import RunConfig
+
+
+def check_training_inputs(config: RunConfig) -> None:
+    """Read every record of the task file and of a given diverse file before any stage runs, so a record
+    without an answer is refused (file:line) before a model loads; a missing file is left to its stage."""
+    from delia.data.io import check_training_file
+
+    task = config.task
+    if task.train and not task.builder and Path(task.train).is_file():
+        check_training_file(task.train, task.format, source="task")
+    if config.sample.data and Path(config.sample.data).is_file():
+        check_training_file(config.sample.data, source="diverse")
 
 
 def summary_table(rows: list[dict[str, Any]], title: str) -> Any:
@@ -34,15 +50,25 @@ def register(app: typer.Typer) -> None:
     def run_command(
         config: Path = typer.Argument(..., help="A run config (YAML); see configs/."),
         overrides: list[str] = typer.Option(
-            [], "--set", help="Override a config value, e.g. --set mix.ratio=2 (repeatable)."
+            [],
+            "--set",
+            metavar=SET_METAVAR,
+            help="Override a config value, e.g. --set mix.ratio=2 (repeatable).",
         ),
     ) -> None:
         """Run sample -> diversify -> mix -> train -> eval for CONFIG, reusing every cached stage."""
         from delia.core.config import load_config
-        from delia.pipeline import run, summary_row
+        from delia.methods import get_method
+        from delia.pipeline import run, run_dir_of, summary_row
+        from delia.pipeline.summary import summary_notes
 
         cfg = load_config(config, overrides)
-        run_dir = run(cfg)
+        get_method(cfg.method)  # an unknown method is refused before the run directory is made
+        check_training_inputs(cfg)
+        with writing_to(run_dir_of(cfg), "dir", flag="run directory"):
+            run_dir = run(cfg)
         row = {key: format_value(value) for key, value in summary_row(run_dir).items()}
         print_mapping(f"{cfg.name} ({cfg.method})", row)
+        for note in summary_notes(run_dir):
+            console.print(f"note: {note}", highlight=False, markup=False)
         console.print(f"run directory: {run_dir}")

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from delia.cli._common import MODEL_OPTION_HELP, console, print_json
+from delia.cli._common import MODEL_OPTION_HELP, check_writable, console, print_json, writing_to
 from delia.cli._config import command_config, config_file_option, config_option, set_option
 
 if TYPE_CHECKING:
@@ -17,6 +17,16 @@ if TYPE_CHECKING:
 
 THREADS_HELP = "torch CPU threads (default: the cores other processes leave free, re-checked as it runs)."
 BACKEND_HELP = "local (transformers, in-process), openai (any OpenAI-compatible server) or vllm (in-process)."
+MAX_NEW_TOKENS_HELP = "Most tokens generated per answer."
+SEED_HELP = "Sampling seed: the same seed and inputs give the same text."
+TEMPERATURE_HELP = "Sampling temperature (0: greedy)."
+TOP_P_HELP = "Nucleus sampling: keep the smallest set of tokens holding this much probability."
+BATCH_HELP = "Prompts per generate call."
+BASE_URL_HELP = "openai backend: e.g. http://127.0.0.1:8000/v1"
+API_KEY_ENV_HELP = "NAME of the env var holding the key."
+CONCURRENCY_HELP = "openai backend: requests in flight."
+TIMEOUT_HELP = "openai backend: seconds per request."
+DEVICE_HELP = "local backend: cpu, cuda, cuda:N or auto."
 
 
 def _generator(config: RunConfig, backend: BackendConfig) -> Backend:
@@ -120,36 +130,34 @@ def register(app: typer.Typer) -> None:
             "sample.limit", "--limit", help="Answer at most N queries (the first N)."
         ),
         model: str | None = config_option("model.name", "--model", help=MODEL_OPTION_HELP),
-        max_new_tokens: int | None = config_option("sample.sampling.max_new_tokens", "--max-new-tokens"),
+        max_new_tokens: int | None = config_option(
+            "sample.sampling.max_new_tokens", "--max-new-tokens", help=MAX_NEW_TOKENS_HELP
+        ),
         batch_size: int | None = config_option(
             "sample.backend.batch_size",
             "--batch-size",
             help="Prompts per generate call (and per cache flush).",
         ),
-        seed: int | None = config_option("sample.sampling.seed", "--seed"),
-        temperature: float | None = config_option("sample.sampling.temperature", "--temperature"),
-        top_p: float | None = config_option("sample.sampling.top_p", "--top-p"),
+        seed: int | None = config_option("sample.sampling.seed", "--seed", help=SEED_HELP),
+        temperature: float | None = config_option(
+            "sample.sampling.temperature", "--temperature", help=TEMPERATURE_HELP
+        ),
+        top_p: float | None = config_option("sample.sampling.top_p", "--top-p", help=TOP_P_HELP),
         in_context: bool | None = config_option(
             "sample.in_context",
             "--in-context/--no-in-context",
             help="Put the query's reference answer in one in-context turn.",
         ),
         backend: str | None = config_option("sample.backend.kind", "--backend", help=BACKEND_HELP),
-        base_url: str | None = config_option(
-            "sample.backend.base_url", "--base-url", help="openai backend: e.g. http://127.0.0.1:8000/v1"
-        ),
+        base_url: str | None = config_option("sample.backend.base_url", "--base-url", help=BASE_URL_HELP),
         api_key_env: str | None = config_option(
-            "sample.backend.api_key_env", "--api-key-env", help="NAME of the env var holding the key."
+            "sample.backend.api_key_env", "--api-key-env", help=API_KEY_ENV_HELP
         ),
         concurrency: int | None = config_option(
-            "sample.backend.concurrency", "--concurrency", help="openai backend: requests in flight."
+            "sample.backend.concurrency", "--concurrency", help=CONCURRENCY_HELP
         ),
-        timeout: float | None = config_option(
-            "sample.backend.timeout_s", "--timeout", help="openai backend: seconds per request."
-        ),
-        device: str | None = config_option(
-            "model.device", "--device", help="local backend: cpu, cuda, auto."
-        ),
+        timeout: float | None = config_option("sample.backend.timeout_s", "--timeout", help=TIMEOUT_HELP),
+        device: str | None = config_option("model.device", "--device", help=DEVICE_HELP),
         threads: int | None = config_option("train.threads", "--threads", help=THREADS_HELP),
         config_path: str | None = config_file_option(),
         overrides: list[str] = set_option(),
@@ -180,8 +188,9 @@ def register(app: typer.Typer) -> None:
             query_examples = load_queries(cfg.queries, cfg.queries_format, cfg.limit)
         if not query_examples:
             raise DeliaError(f"no queries to answer in {cfg.queries}")
-        engine = _generator(config, cfg.backend)
-        examples = sample_diverse(query_examples, engine, cfg, out, config.model.name)
+        with writing_to(out, "file"):
+            engine = _generator(config, cfg.backend)
+            examples = sample_diverse(query_examples, engine, cfg, out, config.model.name)
         console.print(f"wrote {len(examples)} examples to {out}; manifest {manifest_path(out)}")
 
     @synth_app.command("diversify")
@@ -218,16 +227,26 @@ def register(app: typer.Typer) -> None:
             True, "--rules/--no-rules", help="Rule-based fallback for failed rewrites."
         ),
         model: str | None = config_option("model.name", "--model", help=MODEL_OPTION_HELP),
-        max_new_tokens: int | None = config_option("diversify.sampling.max_new_tokens", "--max-new-tokens"),
-        temperature: float | None = config_option("diversify.sampling.temperature", "--temperature"),
-        batch_size: int | None = config_option("diversify.backend.batch_size", "--batch-size"),
-        seed: int | None = config_option("diversify.sampling.seed", "--seed"),
+        max_new_tokens: int | None = config_option(
+            "diversify.sampling.max_new_tokens", "--max-new-tokens", help=MAX_NEW_TOKENS_HELP
+        ),
+        temperature: float | None = config_option(
+            "diversify.sampling.temperature", "--temperature", help=TEMPERATURE_HELP
+        ),
+        batch_size: int | None = config_option(
+            "diversify.backend.batch_size", "--batch-size", help=BATCH_HELP
+        ),
+        seed: int | None = config_option("diversify.sampling.seed", "--seed", help=SEED_HELP),
         backend: str | None = config_option("diversify.backend.kind", "--backend", help=BACKEND_HELP),
-        base_url: str | None = config_option("diversify.backend.base_url", "--base-url"),
-        api_key_env: str | None = config_option("diversify.backend.api_key_env", "--api-key-env"),
-        concurrency: int | None = config_option("diversify.backend.concurrency", "--concurrency"),
-        timeout: float | None = config_option("diversify.backend.timeout_s", "--timeout"),
-        device: str | None = config_option("model.device", "--device"),
+        base_url: str | None = config_option("diversify.backend.base_url", "--base-url", help=BASE_URL_HELP),
+        api_key_env: str | None = config_option(
+            "diversify.backend.api_key_env", "--api-key-env", help=API_KEY_ENV_HELP
+        ),
+        concurrency: int | None = config_option(
+            "diversify.backend.concurrency", "--concurrency", help=CONCURRENCY_HELP
+        ),
+        timeout: float | None = config_option("diversify.backend.timeout_s", "--timeout", help=TIMEOUT_HELP),
+        device: str | None = config_option("model.device", "--device", help=DEVICE_HELP),
         threads: int | None = config_option("train.threads", "--threads", help=THREADS_HELP),
         config_path: str | None = config_file_option(),
         overrides: list[str] = set_option(),
@@ -249,9 +268,12 @@ def register(app: typer.Typer) -> None:
         }
         config = command_config(config_path, overrides, flags)
         cfg = config.diversify
-        examples = read_examples(task)[:limit] if limit else read_examples(task)
-        engine = _generator(config, cfg.backend) if llm else None
-        outputs, report = run_diversify(examples, engine, cfg, out, rounds=rounds, rule_fallback=rules)
+        check_writable(out, "file")  # before reading: a bad --out is said at once
+        examples = read_examples(task, require_response=True)
+        examples = examples[:limit] if limit else examples
+        with writing_to(out, "file"):
+            engine = _generator(config, cfg.backend) if llm else None
+            outputs, report = run_diversify(examples, engine, cfg, out, rounds=rounds, rule_fallback=rules)
         if as_json:
             print_json(report)
             return
@@ -265,7 +287,7 @@ def register(app: typer.Typer) -> None:
     @synth_app.command("stats")
     def stats(
         file: str = typer.Argument(..., help="A data file (any supported format)."),
-        fmt: str = typer.Option("auto", "--format"),
+        fmt: str = typer.Option("auto", "--format", help="auto, messages, alpaca or prompt."),
         embed: bool = typer.Option(
             True, "--embed/--no-embed", help="Embedding spread with the offline embedder."
         ),

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from delia.cli._common import print_json, print_mapping
+from delia.cli._common import check_writable, print_json, print_mapping, writing_to
 from delia.cli._config import config_file_option, set_option
 
 
@@ -34,9 +34,11 @@ def register(app: typer.Typer) -> None:
         from delia.train import train_model
 
         config = load_config(config_path, overrides)
-        examples = read_examples(data, data_format)
-        eval_examples = read_examples(eval_data) if eval_data else None
-        result = train_model(config, examples, out, eval_examples=eval_examples, resume=resume)
+        check_writable(out, "dir")  # before reading: a bad --out is said at once
+        examples = read_examples(data, data_format, require_response=True)
+        eval_examples = read_examples(eval_data, require_response=True) if eval_data else None
+        with writing_to(out, "dir"):
+            result = train_model(config, examples, out, eval_examples=eval_examples, resume=resume)
         summary = {
             "adapter": str(result.adapter_dir),
             "examples": result.n_examples,

@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -31,9 +32,12 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails
 
+from delia.core.config_errors import blamed_override, explain, split_override
 from delia.core.errors import ConfigError
 from delia.core.models import EMBEDDED
+from delia.core.paths import relocate_config_paths, resolve_config_paths
 from delia.core.registry import METHODS
+from delia.core.secrets import redact_key_names
 
 
 class Section(BaseModel):
@@ -141,6 +145,8 @@ class DiversifyConfig(Section):
     sampling: SamplingConfig = Field(
         default_factory=lambda: SamplingConfig(temperature=0.9, max_new_tokens=160)
     )
+    keep_originals: bool = False  # True: each original beside its rewrites (else the rewrites replace it)
+    omit_at_default: ClassVar[tuple[str, ...]] = ("keep_originals",)
 
 
 class TokensConfig(Section):
@@ -219,6 +225,8 @@ class EvalConfig(Section):
     bootstrap: int = Field(1000, ge=0)
     bleurt_checkpoint: str | None = None  # a local BLEURT checkpoint: translation also reports BLEURT
     comet_checkpoint: str | None = None  # a local COMET checkpoint: translation also reports COMET
+    allow_pickle: bool = False  # load a BLEURT/COMET checkpoint that has no safetensors (pickle: runs code)
+    omit_at_default: ClassVar[tuple[str, ...]] = ("allow_pickle",)
 
     @field_validator("max_new_tokens", mode="before")
     @classmethod
@@ -290,8 +298,10 @@ class RunConfig(Section):
         method's code (train hooks, eval) hash it."""
         return (self.method,) if self.method in self._method_options else ()
 
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+    def to_yaml(self, directory: str | Path | None = None) -> str:
+        """`directory`: where the YAML goes; relative paths are rewritten to name the same files from it."""
+        dumped = redact_key_names(self.model_dump(mode="json"))  # a pasted API key is never written
+        return yaml.safe_dump(relocate_config_paths(dumped, directory), sort_keys=False)
 
 
 def method_option_models() -> dict[str, type[Section]]:
@@ -315,15 +325,12 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
     """`a.b=c` strings -> a nested dict; values are parsed as YAML scalars (2 -> int, [a,b] -> list)."""
     tree: dict[str, Any] = {}
     for item in overrides:
-        if "=" not in item:
-            raise ConfigError(item, "an override must look like section.key=value")
-        dotted, raw = item.split("=", 1)
+        parts, raw = split_override(item, [*RunConfig.model_fields, *method_option_models()])
         try:
             value = yaml.safe_load(raw) if raw != "" else ""
         except yaml.YAMLError:
             value = raw
         node = tree
-        parts = dotted.strip().split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
         node[parts[-1]] = value
@@ -344,23 +351,21 @@ def config_error(
     err: ValidationError, prefix: str = "", source: str | None = None, unknown: str = "unknown key"
 ) -> ConfigError:
     """The one mapping of a pydantic ValidationError to a ConfigError: its first problem, located by the
-    dotted field (under `prefix`, with the `source` file in brackets), in the validator's own words."""
+    dotted field (under `prefix`, with the `source` in brackets), explained by delia.core.config_errors."""
     first = err.errors()[0]
     parts = [*(prefix.split(".") if prefix else []), *(str(p) for p in first["loc"])]
     field = ".".join(parts)
-    message = first["msg"].removeprefix("Value error, ")  # pydantic prefixes a validator's own message
-    if first["type"] == "extra_forbidden":
-        message = unknown
+    message = explain(first, parts, unknown, RunConfig, method_option_models())
     where = field or "(root)"
     return ConfigError(f"{where} ({source})" if source else where, message)
 
 
-def build_config(data: dict[str, Any], source: str = "config") -> RunConfig:
+def build_config(data: dict[str, Any], source: str = "config", overrides: Sequence[str] = ()) -> RunConfig:
     """Validate a dict as a RunConfig; the first problem is raised as a ConfigError naming its field."""
     try:
         return RunConfig.model_validate(data)
     except ValidationError as err:
-        raise config_error(err, source=source) from None
+        raise config_error(err, source=blamed_override(err.errors()[0]["loc"], overrides) or source) from None
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
@@ -381,8 +386,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(str(path), "the top level must be a mapping of sections")
         # An empty section (`train:` with nothing under it) means "all defaults", as a reader would expect.
         data = {key: value for key, value in (loaded or {}).items() if value is not None}
+        data = resolve_config_paths(data, path.parent)  # the file's relative paths: beside it (core/paths.py)
     data = deep_merge(data, parse_overrides(overrides or []))
-    return build_config(data, source)
+    return build_config(data, source, overrides or ())
 
 
 def effective_batch_size(config: TrainConfig, n_examples: int) -> int:

@@ -5,6 +5,8 @@ Formats (auto-detected from the first record, or forced):
   alpaca      {"instruction", "input", "output"}                  JSON array or JSONL
   prompt      {"prompt", "completion"|"response"} or {"query", "response"}   JSONL
 Any of them may be gzipped (".gz"). Errors name `file:line` (in a JSON array, the line its record starts on).
+Training data (task and diverse files) is read with `require_response`: each record must end with a non-empty
+assistant turn, checked as the file is read, so a bad record is refused before any model loads.
 """
 
 from __future__ import annotations
@@ -171,18 +173,32 @@ def record_to_example(record: dict[str, Any], fmt: str, source: str) -> Example:
     raise ValueError(f"unknown format {fmt!r}; choose one of {FORMATS}")
 
 
-def read_examples(path: str | Path, fmt: Format | str = "auto", source: str = "task") -> list[Example]:
-    """Read every record of a file as Examples; raise DataError naming file:line on the first bad one."""
-    examples, _ = read_examples_with_format(path, fmt, source)
+def read_examples(
+    path: str | Path, fmt: Format | str = "auto", source: str = "task", *, require_response: bool = False
+) -> list[Example]:
+    """Read every record of a file as Examples; raise DataError naming file:line on the first bad one
+    (with `require_response`, also on one without a final non-empty assistant turn)."""
+    examples, _ = read_examples_with_format(path, fmt, source, require_response=require_response)
     return examples
 
 
 def read_examples_with_format(
-    path: str | Path, fmt: Format | str = "auto", source: str = "task"
+    path: str | Path, fmt: Format | str = "auto", source: str = "task", *, require_response: bool = False
 ) -> tuple[list[Example], str]:
+    examples: list[Example] = []
+    resolved = fmt
+    for example, detected in iter_examples(path, fmt, source, require_response):
+        examples.append(example)
+        resolved = detected
+    return examples, resolved
+
+
+def iter_examples(
+    path: str | Path, fmt: Format | str = "auto", source: str = "task", require_response: bool = False
+) -> Iterator[tuple[Example, str]]:
+    """Yield (example, its format) for each record, the format detected from the first record for "auto"."""
     if fmt != "auto" and fmt not in FORMATS:
         raise DataError(str(path), None, f"unknown format {fmt!r}; choose auto or one of {FORMATS}")
-    examples: list[Example] = []
     resolved = fmt
     for line, record in iter_json_records(path):
         if resolved == "auto":
@@ -190,16 +206,44 @@ def read_examples_with_format(
                 resolved = detect_format(record)
             except ValueError as err:
                 raise DataError(str(path), line, str(err)) from None
-        examples.append(example_from_record(record, resolved, source, str(path), line))
-    return examples, resolved
+        yield example_from_record(record, resolved, source, str(path), line, require_response), resolved
 
 
-def example_from_record(record: dict[str, Any], fmt: str, source: str, path: str, line: int) -> Example:
-    """record_to_example, with any problem raised as a DataError naming path:line."""
+def example_from_record(
+    record: dict[str, Any], fmt: str, source: str, path: str, line: int, require_response: bool = False
+) -> Example:
+    """record_to_example, with any problem raised as a DataError naming path:line; `require_response`: a
+    record that does not end with a non-empty assistant turn is one (it would train on nothing)."""
     try:
-        return record_to_example(record, fmt, source)
+        example = record_to_example(record, fmt, source)
     except (ValueError, KeyError, TypeError, ValidationError) as err:
         raise DataError(path, line, f"{_short_error(err)} (format {fmt})") from None
+    missing = missing_response(example, fmt) if require_response else None
+    if missing:
+        raise DataError(path, line, f"{missing}: a training record must end with the answer (format {fmt})")
+    return example
+
+
+# What a record of each format lacks when it has no answer, in that format's own field names.
+_EMPTY_ANSWER = {"alpaca": "empty 'output'", "prompt": "empty 'completion'"}
+
+
+def missing_response(example: Example, fmt: str = "messages") -> str | None:
+    """Why `example` has no answer to train on (no final assistant turn, or an empty one); None if it has."""
+    last = example.messages[-1]
+    if last["role"] == "assistant" and last["content"].strip():
+        return None
+    if fmt in _EMPTY_ANSWER:
+        return _EMPTY_ANSWER[fmt]
+    if last["role"] != "assistant":
+        return f"no final assistant turn (the last message is the {last['role']}'s)"
+    return "the final assistant turn is empty"
+
+
+def check_training_file(path: str | Path, fmt: Format | str = "auto", source: str = "task") -> int:
+    """Read `path` as training data without keeping it, so a bad record (file:line) is refused before a
+    long run reaches the stage that reads it; returns the number of records."""
+    return sum(1 for _ in iter_examples(path, fmt, source, require_response=True))
 
 
 def _short_error(err: Exception) -> str:

@@ -113,6 +113,7 @@ def translation(scoring: Scoring) -> dict[str, Any]:
         cfg.comet_checkpoint,
         cfg.bootstrap,
         seed,
+        allow_pickle=cfg.allow_pickle,
     )
     values.update(learned)
     for name, scores in per_metric.items():

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from delia.core.config import BackendConfig, SamplingConfig
+from delia.core.errors import DeliaError
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -32,6 +33,16 @@ class GenerationStats:
         self.new_tokens += sum(new_tokens)
         self.per_prompt_tokens.extend(new_tokens)
         self.seconds += time.perf_counter() - started
+
+
+class PartialGeneration(DeliaError):
+    """generate() failed for some prompts: the answers that did arrive, by prompt index, so that a caller
+    with a cache can keep them and a rerun asks only for the rest."""
+
+    def __init__(self, message: str, answers: dict[int, str], new_tokens: dict[int, int]) -> None:
+        super().__init__(message)
+        self.answers = answers
+        self.new_tokens = new_tokens
 
 
 class Backend(Protocol):

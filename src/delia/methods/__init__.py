@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from delia.core.adapters import resolve_adapter_dir
 from delia.core.registry import METHODS
 from delia.methods.base import Method, MethodPlan
 
@@ -32,6 +33,8 @@ def load_trained(
     # delia.train pulls in torch and transformers: imported on first load, not at CLI start-up.
     from delia.train.artifacts import load_adapter_model, read_manifest
 
+    if adapter_dir is not None:  # a run directory holding adapter/ too: the manifest is the adapter's
+        adapter_dir = resolve_adapter_dir(adapter_dir)
     model, tokenizer = load_adapter_model(model_spec, adapter_dir, device=device)
     if adapter_dir is not None:
         method = read_manifest(adapter_dir).get("method")

@@ -37,7 +37,7 @@ def run(config: RunConfig, *, log: Log | None = None) -> Path:
     """Run every stage of `config` (reusing cached ones) and return the run directory."""
     run_dir = run_dir_of(config)
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write(run_dir / "config.yaml", config.to_yaml())
+    atomic_write(run_dir / "config.yaml", config.to_yaml(run_dir))
     context = RunContext(config, run_dir, log or (lambda line: print(f"[{config.name}] {line}", flush=True)))
     install_threads(context)
     method = get_method(config.method)
@@ -111,7 +111,7 @@ def plan_run(
     plan = method.plan(config, task, stage_dirs)
     check_special_tokens(config, plan.special_tokens, task)
     effective = effective_config(config, plan)
-    atomic_write(context.dir / "plan.json", json.dumps(plan_summary(plan, effective), indent=2))
+    atomic_write(context.dir / "plan.json", json.dumps(plan_summary(plan, effective, config), indent=2))
     return RunState(context, plan, effective, task, evals)
 
 

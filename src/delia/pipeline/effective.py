@@ -39,8 +39,10 @@ def matched_steps(config: RunConfig, target: str) -> int:
     raise ConfigError("matched_to", f"{target} has no finished train stage (run it first)")
 
 
-def plan_summary(plan: MethodPlan, effective: RunConfig) -> dict[str, Any]:
-    """What `plan.json` records of a run's plan."""
+def plan_summary(plan: MethodPlan, effective: RunConfig, config: RunConfig | None = None) -> dict[str, Any]:
+    """What `plan.json` records of a run's plan; given the run's `config`, the notes also say what the
+    plan made of it that the config does not show (ratio 0 training on the task alone)."""
+    note = ratio_zero_note(config, plan) if config is not None else None
     return {
         "use_diverse": plan.use_diverse,
         "diversify": plan.diversify,
@@ -52,8 +54,18 @@ def plan_summary(plan: MethodPlan, effective: RunConfig) -> dict[str, Any]:
         "max_steps": effective.train.max_steps,
         "match_steps_of": plan.match_steps_of,
         "hooks": type(plan.hooks).__name__ if plan.hooks is not None else None,
-        "notes": plan.notes,
+        "notes": [*plan.notes, *([note] if note else [])],
     }
+
+
+def ratio_zero_note(config: RunConfig, plan: MethodPlan) -> str | None:
+    """A mix at ratio 0 has no diverse data: the run trains on the task alone, whatever mix.schedule says."""
+    if config.mix.ratio != 0 or plan.schedule != "task_only" or config.mix.schedule == "task_only":
+        return None
+    return (
+        f"mix.ratio is 0: no diverse data, so the run trains on the task examples alone "
+        f"(schedule task_only, not mix.schedule {config.mix.schedule})"
+    )
 
 
 def check_special_tokens(config: RunConfig, tokens: list[str], task: list[Example]) -> None:

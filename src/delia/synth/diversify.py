@@ -5,6 +5,9 @@ the located instruction part along its axis (`rounds` tries, new seed each); a r
 passes every check in `accept.py`. Slots still empty then get the axis's rule-based rewrite when one
 exists (`rules.py`), under the same checks. An example with no accepted rewrite falls back to its
 original instruction. The report counts all of it per axis, LLM and rule separately.
+
+The rewrites replace the originals (k=1: as many examples out as in); `keep_originals` keeps each original
+beside its rewrites, so the diversified set is (k+1) times the task, as in the paper.
 """
 
 from __future__ import annotations
@@ -171,9 +174,10 @@ def only_instruction_changed(before: Example, after: Example, span: InstructionS
 
 
 def _build_outputs(
-    task: list[Example], spans: list[InstructionSpan], slots: list[Slot]
+    task: list[Example], spans: list[InstructionSpan], slots: list[Slot], keep_originals: bool = False
 ) -> tuple[list[Example], int, int]:
-    """Accepted rewrites per example in slot order; the original (marked) where none passed."""
+    """Accepted rewrites per example in slot order, after the original itself with `keep_originals`; the
+    original (marked) where none passed."""
     by_example: dict[int, list[Slot]] = {}
     for slot in slots:
         if slot.text is not None:
@@ -181,6 +185,8 @@ def _build_outputs(
     outputs: list[Example] = []
     fallbacks = guard_failures = 0
     for index, example in enumerate(task):
+        if keep_originals:
+            outputs.append(example)
         produced = 0
         for slot in by_example.get(index, []):
             new = example.with_instruction(
@@ -197,6 +203,7 @@ def _build_outputs(
             produced += 1
         if not produced:
             fallbacks += 1
+        if not produced and not keep_originals:  # a kept original already stands for it
             outputs.append(
                 Example(
                     messages=example.messages,
@@ -241,7 +248,7 @@ def diversify(
         _llm_rounds(slots, spans, backend, cfg, rounds, judge, ledger, rng)
     if rule_fallback:
         _rule_fallback(slots, spans, judge, ledger, rng)
-    outputs, fallbacks, guard_failures = _build_outputs(task, spans, slots)
+    outputs, fallbacks, guard_failures = _build_outputs(task, spans, slots, cfg.keep_originals)
     write_jsonl(out_path, outputs)
     report = _report(
         task,
@@ -281,6 +288,7 @@ def _report(
         "stage": "diversify",
         "examples": len(task),
         "k": cfg.k,
+        "originals_kept": cfg.keep_originals,
         "requested": len(slots),
         "accepted": len(accepted),
         "accepted_llm": sum(s.method == "llm" for s in accepted),

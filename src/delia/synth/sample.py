@@ -21,11 +21,11 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from delia.core.config import SampleConfig, SamplingConfig
-from delia.core.errors import DataError
+from delia.core.errors import DataError, DeliaError
 from delia.core.example import Example
 from delia.core.io import write_json
 from delia.data.io import detect_format, read_examples, record_to_example, write_jsonl
-from delia.generation.base import Backend, Message
+from delia.generation.base import Backend, Message, PartialGeneration
 from delia.synth.cache import AnswerCache, cache_key
 
 SYSTEM_PROMPT = "You are a helpful AI assistant."  # the system turn of the paper's build_cache.py
@@ -118,16 +118,24 @@ def _answer_missing(
 
     A chunk interrupted half-way is redone whole (its answers already stored are kept), so every prompt
     is generated beside the same neighbours as in an uninterrupted run: batched generation pads to the
-    longest prompt, and padding can move the last bits of a logit.
+    longest prompt, and padding can move the last bits of a logit. A `batch_invariant` backend (an HTTP
+    server) is asked only for the missing answers, and the answers of a chunk that failed part-way are kept.
     """
     # Similar lengths share a batch: less padding for local backends, no effect on HTTP ones.
     items = sorted(items, key=lambda item: -sum(len(m["content"]) for m in item[1]))
     for start in range(0, len(items), chunk_size):
         chunk = items[start : start + chunk_size]
+        if getattr(backend, "batch_invariant", False):  # neighbours do not matter: ask only for the missing
+            chunk = [item for item in chunk if item[0] not in cache]
         missing = sum(key not in cache for key, _, _ in chunk)
         if not missing:
             continue
-        completions = _generate_chunk(backend, chunk, sampling)
+        try:
+            completions = _generate_chunk(backend, chunk, sampling)
+        except PartialGeneration as err:  # keep what arrived, so a rerun asks only for the rest
+            for index, completion in err.answers.items():
+                cache.put(chunk[index][0], completion, err.new_tokens[index], query_id=chunk[index][2].id)
+            raise DeliaError(f"{err}; the answers that arrived are kept in {cache.path}: rerun") from None
         counts = list(getattr(backend, "last_new_tokens", None) or [0] * len(chunk))
         for (key, _, query), completion, count in zip(chunk, completions, counts, strict=True):
             cache.put(key, completion, count, query_id=query.id)  # a key already answered is kept

@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from delia.core.errors import DeliaError
 from delia.core.io import atomic_dir
+from delia.train.artifacts import make_portable
 from delia.train.sharding import copy_full_tensor
 
 if TYPE_CHECKING:
@@ -74,6 +75,7 @@ def save_checkpoint(
         torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         torch.save(rng_state(), tmp / "rng.pt")
         model.save_pretrained(tmp / "adapter", state_dict=weights, save_embedding_layers=False)
+        make_portable(tmp / "adapter")  # the base by its spec, as in the final adapter, not a local path
         (tmp / "state.json").write_text(json.dumps({**state, "step": step}, indent=2) + "\n")
     _prune(root)
     return target

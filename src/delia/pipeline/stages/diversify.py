@@ -30,7 +30,13 @@ class DiversifyStage(PlannedStage):
         # Writes task.jsonl and task.report.json (acceptance per axis, fallbacks).
         examples, report = diversify(state.task, backend, state.config.diversify, out / "task.jsonl")
         fallbacks = report.get("fallbacks") if isinstance(report, dict) else None
-        return {"counts": {"task_in": len(state.task), "task_out": len(examples), "fallbacks": fallbacks}}
+        counts = {"task_in": len(state.task), "task_out": len(examples), "fallbacks": fallbacks}
+        # For the summary: without keep_originals the rewrites replace the originals (k=1: as many out as in).
+        return {
+            "counts": counts,
+            "k": state.config.diversify.k,
+            "originals_kept": state.config.diversify.keep_originals,
+        }
 
     def collect(self, state: RunState, result: StageResult | None) -> None:
         task = read_examples(result.dir / "task.jsonl") if result is not None else state.task

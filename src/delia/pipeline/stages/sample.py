@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from delia.core.config import RunConfig
-from delia.core.errors import ConfigError
 from delia.core.example import Example
+from delia.core.paths import require_file
 from delia.core.registry import STAGES
 from delia.data.io import read_examples
 from delia.pipeline.cache import StageResult, data_hash, files_in, read_manifest
@@ -55,9 +55,7 @@ def uses_diverse(state: RunState) -> bool:
 
 
 def given_diverse_data(config: RunConfig) -> Path:
-    if not Path(config.sample.data).is_file():
-        raise ConfigError("sample.data", f"{config.sample.data} does not exist")
-    return Path(config.sample.data)
+    return Path(require_file("sample.data", config.sample.data))
 
 
 def diverse_needed(state: RunState) -> int:
@@ -69,7 +67,8 @@ def diverse_needed(state: RunState) -> int:
 def diverse_queries(config: RunConfig, needed: int) -> list[Example]:
     if config.sample.queries is None:
         return builtin_queries(needed, config.seed)
-    queries = read_examples(config.sample.queries, config.sample.queries_format, source="diverse")
+    path = require_file("sample.queries", config.sample.queries)
+    queries = read_examples(path, config.sample.queries_format, source="diverse")
     random.Random(config.seed).shuffle(queries)
     return queries[:needed]
 

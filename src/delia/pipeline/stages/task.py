@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 from delia.core.config import RunConfig
 from delia.core.errors import ConfigError
 from delia.core.example import Example
+from delia.core.paths import require_file
 from delia.core.registry import STAGES
 from delia.data.builders import build
 from delia.data.io import read_examples, write_jsonl
@@ -53,10 +54,11 @@ def eval_data_options(config: RunConfig) -> dict[str, Any]:
 
 def load_task_examples(config: RunConfig) -> list[Example]:
     cfg = config.task
+    train = require_file("task.train", cfg.train) if cfg.train else None
     if cfg.builder:
-        examples = build(cfg.builder, cfg.train or None, cfg.builder_options, "task")
-    elif cfg.train:
-        examples = read_examples(cfg.train, cfg.format, source="task")
+        examples = build(cfg.builder, train, cfg.builder_options, "task")
+    elif train:
+        examples = read_examples(train, cfg.format, source="task")
     else:
         raise ConfigError("task.train", "no task data: give a file, or a builder")
     if cfg.size is not None and cfg.size < len(examples):
@@ -67,10 +69,11 @@ def load_task_examples(config: RunConfig) -> list[Example]:
 
 def load_eval_examples(config: RunConfig) -> list[Example]:
     cfg = config.eval
+    file = require_file("eval.file", cfg.file) if cfg.file else None
     if cfg.builder:
-        return build(cfg.builder, cfg.file, cfg.builder_options, "eval")
-    if cfg.file:
-        return read_examples(cfg.file, cfg.format, source="eval")
+        return build(cfg.builder, file, cfg.builder_options, "eval")
+    if file:
+        return read_examples(file, cfg.format, source="eval")
     return []
 
 
