@@ -46,6 +46,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_train.py
 	$(BIN)/python bench/bench_scale.py
 	$(BIN)/python bench/bench_memory.py
+	$(BIN)/python bench/bench_step.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info
