@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -89,3 +90,22 @@ def test_the_control_is_not_added_twice_nor_when_opted_out_nor_without_delia(
     assert [e.name for e in opted_out.grid.methods] == ["delia", "common_it"]
     no_delia = tiny_spec(tmp_path, methods=["common_it", "icl"])
     assert [e.name for e in no_delia.grid.methods] == ["common_it", "icl"]
+
+
+def test_a_record_without_an_answer_stops_the_grid_before_any_cell(
+    tmp_path: Path, tiny_spec: Callable[..., ExperimentSpec]
+) -> None:
+    from delia.core.errors import DeliaError
+    from delia.experiment.runner import run_grid
+
+    task = tmp_path / "task.jsonl"
+    turns = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
+    task.write_text(
+        json.dumps({"messages": turns}) + "\n" + json.dumps({"messages": turns[:1]}) + "\n", encoding="utf-8"
+    )
+    spec = tiny_spec(tmp_path, methods=["common_it"], seeds=[0])
+    assert isinstance(spec.base, dict)
+    spec = spec.model_copy(update={"base": spec.base | {"task": {"train": str(task), "format": "messages"}}})
+    with pytest.raises(DeliaError, match=r"task\.jsonl:2: no final assistant turn"):
+        run_grid(spec, expand(spec).cells, quiet=True)
+    assert not any(Path(spec.out).rglob("cell.json"))  # no cell ran

@@ -3,28 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import typer
 
 from delia.cli._common import console, print_mapping, writing_to
 from delia.cli._config import SET_METAVAR
 from delia.core.markdown import format_value
-
-if TYPE_CHECKING:
-    from delia.core.config import RunConfig
-
-
-def check_training_inputs(config: RunConfig) -> None:
-    """Read every record of the task file and of a given diverse file before any stage runs, so a record
-    without an answer is refused (file:line) before a model loads; a missing file is left to its stage."""
-    from delia.data.io import check_training_file
-
-    task = config.task
-    if task.train and not task.builder and Path(task.train).is_file():
-        check_training_file(task.train, task.format, source="task")
-    if config.sample.data and Path(config.sample.data).is_file():
-        check_training_file(config.sample.data, source="diverse")
 
 
 def summary_table(rows: list[dict[str, Any]], title: str) -> Any:
@@ -60,6 +45,7 @@ def register(app: typer.Typer) -> None:
         from delia.core.config import load_config
         from delia.methods import get_method
         from delia.pipeline import run, run_dir_of, summary_row
+        from delia.pipeline.inputs import check_training_inputs
         from delia.pipeline.summary import summary_notes
 
         cfg = load_config(config, overrides)

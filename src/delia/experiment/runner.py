@@ -33,6 +33,7 @@ from delia.experiment.records import (
 )
 from delia.experiment.spec import ExperimentSpec
 from delia.pipeline import run
+from delia.pipeline.inputs import check_training_inputs
 
 CELL_FILE = "cell.json"
 SHARED_STAGES = ("diversify", "sample")
@@ -194,6 +195,8 @@ def run_grid(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     console = Console(stderr=True, quiet=quiet)
+    # A bad record stops the grid now (file:line), not after hours of cells that read the same file.
+    check_training_inputs(cell_config(spec, c, spec.entry(c.method)) for c in cells)
     outcome = GridOutcome()
     columns = (
         TextColumn("[bold]{task.description}"),
