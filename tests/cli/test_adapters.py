@@ -5,38 +5,18 @@ the keys they score with."""
 from __future__ import annotations
 
 import json
-import logging
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_runner import run_cli
 
-from delia.cli import main
 from delia.core.adapters import resolve_adapter_dir, saved_eval_settings
 from delia.core.config import RunConfig
 from delia.core.errors import DeliaError
 
 OWN_KEYS = ["sentiment", "aspect"]
 OWN_ANSWER = '{"sentiment": "positive", "aspect": "price"}'
-
-
-def run_cli(
-    args: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> tuple[int, str, str]:
-    """`delia ARGS` in this process, through main() as the entry point runs it: (exit code, out, err)."""
-    monkeypatch.setattr(sys, "argv", ["delia", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else 1
-    finally:
-        delia_logger = logging.getLogger("delia")
-        for handler in [h for h in delia_logger.handlers if h.get_name() == "delia-cli"]:
-            delia_logger.removeHandler(handler)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def saved_run(run_dir: Path, **eval_settings: Any) -> Path:

@@ -4,7 +4,6 @@ config key, refused before any model loads, with nothing written. Also the help 
 from __future__ import annotations
 
 import json
-import logging
 import re
 import subprocess
 import sys
@@ -13,6 +12,7 @@ from typing import Any
 
 import pytest
 import typer
+from cli_runner import one_line_error, run_cli
 
 from delia.cli import app, main, split_debug
 from delia.core import models
@@ -22,31 +22,6 @@ TURNS = [{"role": "user", "content": "Say hi <sep>"}, {"role": "assistant", "con
 NO_ANSWER = {"messages": TURNS[:1]}
 EMPTY_ANSWER = {"messages": [TURNS[0], {"role": "assistant", "content": "   "}]}
 ANSWER = "a training record must end with the answer"
-
-
-def run_cli(
-    args: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> tuple[int, str, str]:
-    """`delia ARGS` in this process, through main() as the entry point runs it: (code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["delia", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else 1
-    finally:
-        root = logging.getLogger("delia")
-        for handler in [h for h in root.handlers if h.get_name() == "delia-cli"]:
-            root.removeHandler(handler)  # it writes to this test's captured stderr
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def one_line_error(code: int, err: str) -> str:
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    return lines[0]
 
 
 @pytest.fixture()

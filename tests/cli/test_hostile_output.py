@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import shutil
 import signal
@@ -19,39 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_runner import one_line_error, run_cli
 
-from delia.cli import main
 from delia.core import models
 from delia.core.errors import DeliaError
 from delia.core.io import exclusive_writer
 
 DELIA = Path(sys.executable).parent / "delia"
 TURNS = [{"role": "user", "content": "Say hi <sep>"}, {"role": "assistant", "content": "hi"}]
-
-
-def run_cli(
-    args: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> tuple[int, str, str]:
-    """`delia ARGS` in this process, through main() as the entry point runs it: (code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["delia", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else 1
-    finally:
-        root = logging.getLogger("delia")
-        for handler in [h for h in root.handlers if h.get_name() == "delia-cli"]:
-            root.removeHandler(handler)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def one_line_error(code: int, err: str) -> str:
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    return lines[0]
 
 
 def write_rows(path: Path, rows: list[dict[str, Any]]) -> Path:

@@ -3,37 +3,18 @@
 from __future__ import annotations
 
 import json
-import logging
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from cli_runner import run_cli
 
-from delia.cli import main
 from delia.core.example import Example
 from delia.data import write_jsonl
 
 DELIA = Path(sys.executable).parent / "delia"
 TURNS = [{"role": "user", "content": "Say hi <sep>"}, {"role": "assistant", "content": "hi"}]
-
-
-def run_cli(
-    args: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> tuple[int, str, str]:
-    """Run `delia ARGS` in this process through main(), as the entry point does."""
-    monkeypatch.setattr(sys, "argv", ["delia", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else 1
-    finally:
-        delia_logger = logging.getLogger("delia")
-        for handler in [h for h in delia_logger.handlers if h.get_name() == "delia-cli"]:
-            delia_logger.removeHandler(handler)  # it writes to this test's captured stderr, gone after it
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def run_entry_point(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:

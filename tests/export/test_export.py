@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-import logging
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from cli_runner import run_cli
 from safetensors.torch import load_file
 
-from delia.cli import main
 from delia.core.errors import DeliaError
 from delia.export import RECORD, WRITERS, export_run
 from delia.export.gguf_file import GGUF_NAME, check_exportable
@@ -177,21 +175,6 @@ def test_a_crash_leaves_no_half_export_and_keeps_the_earlier_one(
         export_run(tied_run.run_dir, target, "merged")
     assert (target / "model.safetensors").read_bytes() == earlier
     assert [path.name for path in target.parent.iterdir()] == ["x"]
-
-
-def run_cli(args: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Any:
-    monkeypatch.setattr(sys, "argv", ["delia", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else 1
-    finally:
-        delia_logger = logging.getLogger("delia")
-        for handler in [h for h in delia_logger.handlers if h.get_name() == "delia-cli"]:
-            delia_logger.removeHandler(handler)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def test_cli_exports_and_prints_what_it_wrote(

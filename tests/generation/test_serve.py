@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import json
-import logging
 import os
 import socket
 import subprocess
@@ -30,9 +29,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_runner import run_cli as run_delia
 from conftest import tiny_llama
 
-from delia.cli import main
 from delia.core.config import SamplingConfig
 from delia.core.errors import DeliaError
 from delia.generation.openai import OpenAIBackend
@@ -190,18 +189,9 @@ def chat(text: str) -> list[dict[str, str]]:
 def run_cli(
     args: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> tuple[int, str]:
-    """`delia ARGS` in this process through main(), as the entry point runs it: (exit code, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["delia", *args])
-    code = 0
-    try:
-        main()
-    except SystemExit as exit_:
-        code = exit_.code if isinstance(exit_.code, int) else 1
-    finally:
-        delia_logger = logging.getLogger("delia")
-        for handler in [h for h in delia_logger.handlers if h.get_name() == "delia-cli"]:
-            delia_logger.removeHandler(handler)
-    return code, capsys.readouterr().err
+    """(exit code, stderr) of `delia ARGS` in this process."""
+    code, _, err = run_delia(args, capsys, monkeypatch)
+    return code, err
 
 
 def error_lines(stderr: str) -> list[str]:
