@@ -279,6 +279,22 @@ def test_auto_budget_is_twice_the_longest_reference_in_tokens(tokenizer: Any) ->
         resolve_budget(EvalConfig(max_new_tokens="auto"), unanswered, tokenizer)
 
 
+def test_auto_budget_also_covers_the_answers_the_model_was_trained_to_write(tokenizer: Any) -> None:
+    """Short eval references (Halu-CoT-JSON's dev thoughts) must not cut off the task's longer answers."""
+    from delia.evaluate.budget import resolve_budget
+
+    def answered(text: str) -> Example:
+        return Example(messages=[{"role": "user", "content": "q"}, {"role": "assistant", "content": text}])
+
+    short, long_answer = answered("yes"), answered("a long trained answer " * 20)
+    longest_task = len(tokenizer(long_answer.response, add_special_tokens=False)["input_ids"])
+    cfg, record = resolve_budget(EvalConfig(max_new_tokens="auto"), [short], tokenizer, [long_answer])
+    assert cfg.max_new_tokens == 2 * longest_task > 2 * record["longest_reference_tokens"]
+    assert record["longest_task_answer_tokens"] == longest_task
+    eval_only = resolve_budget(EvalConfig(max_new_tokens="auto"), [], tokenizer, [long_answer])[0]
+    assert eval_only.max_new_tokens == 2 * longest_task  # eval references without answers: the task's count
+
+
 def test_evaluate_model_resolves_auto_and_scores_each_phrasing(
     tiny_model: Any, tokenizer: Any, tmp_path: Path
 ) -> None:

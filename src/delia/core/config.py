@@ -217,7 +217,7 @@ class EvalConfig(Section):
     metric: Literal["json_format", "translation", "exact"] = "json_format"
     keys: list[str] = Field(default_factory=lambda: ["thought", "hallucination"])
     label_key: str | None = "hallucination"
-    # "auto": 2x the longest reference answer among the eval examples, in the model's tokens (at least 16),
+    # "auto": 2x the longest eval reference or task answer, in the model's tokens (at least 16),
     # resolved by the eval stage and recorded in its manifest and metrics.json.
     max_new_tokens: int | Literal["auto"] = 256
     batch_size: int = Field(16, ge=1)

@@ -2,7 +2,9 @@
 
 A fixed budget cut off many answers of the 135M model (issue 18: 14-31 % truncated at 200 tokens), so a
 format score measured the budget as much as the model. `auto` gives every answer room for twice the longest
-reference, counted in the evaluated model's own tokens.
+reference, counted in the evaluated model's own tokens. A run's task answers count as references too: an
+eval set whose references are short (Halu-CoT-JSON's dev thoughts, at most 59 tokens) would otherwise cut
+off a model trained to write the task's longer answers (up to 174 tokens in the `<sep>` set).
 """
 
 from __future__ import annotations
@@ -32,15 +34,27 @@ def longest_reference_tokens(examples: Sequence[Example], tokenizer: PreTrainedT
 
 
 def resolve_budget(
-    cfg: EvalConfig, examples: Sequence[Example], tokenizer: PreTrainedTokenizerBase
+    cfg: EvalConfig,
+    examples: Sequence[Example],
+    tokenizer: PreTrainedTokenizerBase,
+    task_examples: Sequence[Example] = (),
 ) -> tuple[EvalConfig, dict[str, Any]]:
     """cfg with a number for max_new_tokens, and what to record about it: the configured value, the
-    resolved number and, for `auto`, the longest reference it came from. A number passes through."""
+    resolved number and, for `auto`, the longest eval reference and task answer it came from. A number
+    passes through."""
     if cfg.max_new_tokens != AUTO:
         return cfg, {"max_new_tokens": cfg.max_new_tokens, "max_new_tokens_config": cfg.max_new_tokens}
     longest = longest_reference_tokens(examples, tokenizer)
-    if longest == 0:
-        raise ConfigError("eval.max_new_tokens", "'auto' needs eval examples with reference answers")
-    budget = max(AUTO_FLOOR, AUTO_FACTOR * longest)
-    record = {"max_new_tokens": budget, "max_new_tokens_config": AUTO, "longest_reference_tokens": longest}
+    longest_task = longest_reference_tokens(task_examples, tokenizer)
+    if max(longest, longest_task) == 0:
+        raise ConfigError(
+            "eval.max_new_tokens", "'auto' needs reference answers in the eval examples or the task"
+        )
+    budget = max(AUTO_FLOOR, AUTO_FACTOR * max(longest, longest_task))
+    record = {
+        "max_new_tokens": budget,
+        "max_new_tokens_config": AUTO,
+        "longest_reference_tokens": longest,
+        "longest_task_answer_tokens": longest_task,
+    }
     return cfg.model_copy(update={"max_new_tokens": budget}), record

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,19 +46,21 @@ def evaluate_model(
     seed: int = 0,
     progress: bool = True,
     generation_options: dict[str, Any] | None = None,
+    task_examples: Sequence[Example] = (),
 ) -> dict[str, Any]:
     """Answer every example (the first cfg.limit), score against example.response, write
     predictions.jsonl and metrics.json into out_dir, and return the metrics. generation_options: a method
     plan's, e.g. {"logits_processor_factory": (model, tokenizer) -> LogitsProcessorList} (CTG).
     `max_new_tokens: auto` is resolved over all the examples given (not only the first cfg.limit), so
-    runs that evaluate different shares of one eval set share one budget; metrics["generation"] records it.
+    runs that evaluate different shares of one eval set share one budget, and over the answers of
+    `task_examples` (what the model was trained to write); metrics["generation"] records it.
     Examples whose meta carries a phrasing group are also scored per group (metrics["by_phrasing"])."""
     from delia.generation.local import LocalBackend  # imports torch: `delia score` loads this package
 
     chosen = examples[: cfg.limit] if cfg.limit is not None else list(examples)
     if not chosen:
         raise DeliaError("no evaluation examples (empty file, or eval.limit=0)")
-    cfg, budget = resolve_budget(cfg, examples, tokenizer)
+    cfg, budget = resolve_budget(cfg, examples, tokenizer, task_examples)
     start = time.perf_counter()
     factory = (generation_options or {}).get("logits_processor_factory")
     backend = LocalBackend(

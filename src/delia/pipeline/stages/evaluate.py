@@ -33,6 +33,8 @@ class EvalStage(PlannedStage):
             examples_hash(state.eval_inputs),
             f"method={config.method}",
             f"generation={sorted(plan.generation_options)}",
+            # `auto` budgets over the task's answers too, which a plan that does not train has in no key
+            examples_hash(state.task) if config.eval.max_new_tokens == "auto" else "",
         )
         sections = (*self.sections, *config.method_sections())
         return StageKey(state.effective.stage_hash(*sections, upstream=upstream))
@@ -48,6 +50,7 @@ class EvalStage(PlannedStage):
             out,
             seed=config.seed,
             generation_options=state.plan.generation_options,
+            task_examples=state.task,
         )
         return {"counts": {"eval": len(state.eval_inputs)}, **manifest_fields(metrics)}
 
@@ -74,7 +77,12 @@ def headline(metrics: dict[str, Any]) -> dict[str, float]:
     return {name: round(float(v["value"]), 4) for name, v in metrics.get("values", {}).items()}
 
 
-BUDGET_FIELDS = ("max_new_tokens", "max_new_tokens_config", "longest_reference_tokens")
+BUDGET_FIELDS = (
+    "max_new_tokens",
+    "max_new_tokens_config",
+    "longest_reference_tokens",
+    "longest_task_answer_tokens",
+)
 
 
 def manifest_fields(metrics: dict[str, Any]) -> dict[str, Any]:
