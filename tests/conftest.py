@@ -33,6 +33,30 @@ def tiny_llama(vocab_size: int, seed: int = 0, tie: bool = True, init_std: float
     return LlamaForCausalLM(config).eval()
 
 
+def tiny_gemma3(vocab_size: int, seed: int = 0, sliding_window: int = 4, init_std: float = 0.02) -> Any:
+    """Gemma 3's quirks at toy size: a sliding-window layer, scaled embeddings, soft-capped logits."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(seed)
+    config = Gemma3TextConfig(
+        vocab_size=vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        query_pre_attn_scalar=16,
+        sliding_window=sliding_window,
+        layer_types=["sliding_attention", "full_attention"],
+        final_logit_softcapping=30.0,
+        max_position_embeddings=1024,
+        tie_word_embeddings=True,
+        initializer_range=init_std,
+    )
+    return Gemma3ForCausalLM(config).eval()
+
+
 @pytest.fixture(scope="session")
 def tokenizer() -> Any:
     from delia.core.models import load_tokenizer

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import tiny_llama
+from conftest import tiny_gemma3, tiny_llama
 
 from delia.core.config import RunConfig
 from delia.core.example import Example
@@ -68,12 +68,16 @@ class TrainedRun:
         return self.run_dir / "adapter"
 
 
-def train_tiny_run(root: Path, tie: bool, tokenizer: Any | None = None) -> TrainedRun:
+def train_tiny_run(root: Path, tie: bool, tokenizer: Any | None = None, family: str = "llama") -> TrainedRun:
     from delia.train import fit, load_for_training
 
     tokenizer = tokenizer or small_tokenizer()
     base_dir = root / "base"
-    tiny_llama(len(tokenizer), tie=tie, init_std=0.2).save_pretrained(base_dir)
+    if family == "gemma3":
+        base = tiny_gemma3(len(tokenizer), sliding_window=8, init_std=0.05)
+    else:
+        base = tiny_llama(len(tokenizer), tie=tie, init_std=0.2)
+    base.save_pretrained(base_dir)
     tokenizer.save_pretrained(base_dir)
     config = RunConfig.model_validate(
         {
@@ -91,6 +95,12 @@ def train_tiny_run(root: Path, tie: bool, tokenizer: Any | None = None) -> Train
 @pytest.fixture(scope="session")
 def tied_run(tmp_path_factory: pytest.TempPathFactory) -> TrainedRun:
     return train_tiny_run(tmp_path_factory.mktemp("tied"), tie=True)
+
+
+@pytest.fixture(scope="session")
+def gemma_run(tmp_path_factory: pytest.TempPathFactory) -> TrainedRun:
+    """Gemma 3's scaled embeddings, soft-capped logits and an 8-token sliding window (prompts are longer)."""
+    return train_tiny_run(tmp_path_factory.mktemp("gemma"), tie=True, family="gemma3")
 
 
 @pytest.fixture(scope="session")

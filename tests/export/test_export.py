@@ -62,7 +62,7 @@ def sep_rows(run: Any) -> dict[str, torch.Tensor]:
     return {name: tensor for name, tensor in weights.items() if "trainable_tokens" in name}
 
 
-@pytest.mark.parametrize("which", ["tied_run", "untied_run"])
+@pytest.mark.parametrize("which", ["tied_run", "untied_run", "gemma_run"])
 def test_merged_loads_alone_and_answers_as_the_adapter(
     which: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:

@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+from cli_runner import run_cli
 from conftest import tiny_demo_config
 
 from delia.core.config import RunConfig, build_config
@@ -179,6 +181,37 @@ def test_embedded_model_trains_and_evaluates_one_step(tmp_path: Path) -> None:
     assert (run_dir / "adapter" / "adapter_config.json").exists()
 
 
+@pytest.mark.slow
+def test_gemma3_270m_runs_delia_end_to_end(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second packaged family (Gemma 3: tied 262k-token head, sliding-window layers, scaled embeddings,
+    no chat template of its own) through `delia run` with a trained `<sep>` row; its first use reassembles
+    the GGUF from the chunk packages and dequantises it into the cache."""
+    from delia.core.models import load_tokenizer
+
+    run_dir = tmp_path / "runs"
+    data = tiny_demo_config(
+        Path("gemma3-270m"),
+        method="delia",
+        run_dir=str(run_dir),
+        task={"builder_options": {"n": 4}},
+        mix={"ratio": 1},
+        train={"max_steps": 2},
+        eval={"limit": 1, "max_new_tokens": 4},
+    )
+    (tmp_path / "gemma.yaml").write_text(yaml.safe_dump(data))
+    code, out, err = run_cli(["run", str(tmp_path / "gemma.yaml")], capsys, monkeypatch)
+    assert code == 0, out + err
+    (finished,) = [path for path in run_dir.iterdir() if (path / "train").is_dir()]
+    assert read_manifest(finished / "train")["steps"] == 2
+    assert read_manifest(finished / "eval")["counts"]["eval"] == 1
+    adapter = json.loads((finished / "adapter" / "adapter_config.json").read_text())
+    assert adapter["base_model_name_or_path"] == "gemma3-270m"
+    tokenizer = load_tokenizer("gemma3-270m")
+    assert tokenizer.chat_template and "<start_of_turn>" in tokenizer.chat_template
+
+
 def test_methods_command_lists_every_registered_method() -> None:
     from typer.testing import CliRunner
 
@@ -251,8 +284,10 @@ def test_auto_eval_budget_is_resolved_and_recorded(
         json.loads(line)["reference"] for line in (copy / "predictions.jsonl").read_text().splitlines()
     ]
     assert recorded["max_new_tokens_config"] == "auto" and recorded["max_new_tokens"] >= 16
-    assert recorded["max_new_tokens"] == max(16, 2 * recorded["longest_reference_tokens"])
+    longest = max(recorded["longest_reference_tokens"], recorded["longest_task_answer_tokens"])
+    assert recorded["max_new_tokens"] == max(16, 2 * longest)
     assert len(references) == 2 and recorded["longest_reference_tokens"] > 0
+    assert recorded["longest_task_answer_tokens"] > 0  # the demo task's trained answers were counted
     metrics = json.loads((copy / "metrics.json").read_text())
     assert metrics["generation"]["max_new_tokens"] == recorded["max_new_tokens"]
     assert read_manifest(delia_run / "eval")["generation"] == {

