@@ -109,3 +109,21 @@ def test_a_record_without_an_answer_stops_the_grid_before_any_cell(
     with pytest.raises(DeliaError, match=r"task\.jsonl:2: no final assistant turn"):
         run_grid(spec, expand(spec).cells, quiet=True)
     assert not any(Path(spec.out).rglob("cell.json"))  # no cell ran
+
+
+def test_a_malformed_set_entry_is_named_by_its_place_in_the_experiment_file(
+    tmp_path: Path, tiny_spec: Callable[..., ExperimentSpec]
+) -> None:
+    spec = tiny_spec(tmp_path, methods=["common_it"], seeds=[0])
+    spec.source = "grid.yaml"
+    spec.set = [*spec.set, "model.device"]
+    with pytest.raises(ConfigError) as raised:
+        expand(spec)
+    assert (
+        str(raised.value)
+        == "config grid.yaml: set: model.device: expected section.key=value (e.g. train.lr=1e-4)"
+    )
+    spec.set = spec.set[:-1]
+    spec.grid.methods[0].set = ["=3"]
+    with pytest.raises(ConfigError, match=r"grid\.yaml: grid\.methods\[common_it\]\.set: =3: expected"):
+        expand(spec)

@@ -321,11 +321,12 @@ def _validated_options(name: str, model: type[Section], value: Any) -> Section:
         raise ValidationError.from_exception_data(RunConfig.__name__, located) from None
 
 
-def parse_overrides(overrides: list[str]) -> dict[str, Any]:
-    """`a.b=c` strings -> a nested dict; values are parsed as YAML scalars (2 -> int, [a,b] -> list)."""
+def parse_overrides(overrides: list[str], where: str = "--set") -> dict[str, Any]:
+    """`a.b=c` strings -> a nested dict; values are parsed as YAML scalars (2 -> int, [a,b] -> list).
+    `where` names the list in errors: the CLI flag, or an experiment file's `set:` key."""
     tree: dict[str, Any] = {}
     for item in overrides:
-        parts, raw = split_override(item, [*RunConfig.model_fields, *method_option_models()])
+        parts, raw = split_override(item, [*RunConfig.model_fields, *method_option_models()], where)
         try:
             value = yaml.safe_load(raw) if raw != "" else ""
         except yaml.YAMLError:

@@ -23,17 +23,18 @@ Sections = Mapping[str, type[BaseModel]]
 SECRET_KEYS = ("api_key_env", "base_url")
 
 
-def split_override(item: str, top_keys: Sequence[str]) -> tuple[list[str], str]:
-    """`a.b=c` -> (["a", "b"], "c"); a ConfigError naming the flag when it has no `=` or an empty key."""
-    example = "e.g. --set train.lr=1e-4"
+def split_override(item: str, top_keys: Sequence[str], where: str = SET_FLAG) -> tuple[list[str], str]:
+    """`a.b=c` -> (["a", "b"], "c"); a ConfigError naming `where` the item came from (the flag, or an
+    experiment file's `set:` list) when it has no `=` or an empty key."""
+    example = "e.g. --set train.lr=1e-4" if where == SET_FLAG else "e.g. train.lr=1e-4"
     if "=" not in item:
-        raise ConfigError(f"{SET_FLAG} {item}", f"expected section.key=value ({example})")
+        raise ConfigError(f"{where} {item}", f"expected section.key=value ({example})")
     dotted, raw = item.split("=", 1)
     parts = [part.strip() for part in dotted.split(".")]
     if not all(parts):
         what = "nothing before '='" if not dotted.strip() else f"an empty part in {dotted.strip()!r}"
         raise ConfigError(
-            f"{SET_FLAG} {item}",
+            f"{where} {item}",
             f"expected section.key=value, got {what} ({example}); top-level keys: {', '.join(top_keys)}",
         )
     return parts, raw

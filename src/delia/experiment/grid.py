@@ -33,10 +33,12 @@ class Expansion:
 
 def config_data(spec: ExperimentSpec, variant: str | None, entry: MethodEntry) -> dict[str, Any]:
     """Base config + experiment overrides + variant overrides + the entry's own, as a dict."""
-    data = deep_merge(base_data(spec), parse_overrides(spec.set))
+    source = spec.source or "experiment"
+    data = deep_merge(base_data(spec), parse_overrides(spec.set, f"{source}: set:"))
     if variant is not None:
-        data = deep_merge(data, parse_overrides(spec.grid.variants[variant]))
-    data = deep_merge(data, parse_overrides(entry.set))
+        variant_set = spec.grid.variants[variant]
+        data = deep_merge(data, parse_overrides(variant_set, f"{source}: grid.variants.{variant}:"))
+    data = deep_merge(data, parse_overrides(entry.set, f"{source}: grid.methods[{entry.name}].set:"))
     data["method"] = entry.method
     return data
 
