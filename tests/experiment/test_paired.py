@@ -251,3 +251,24 @@ def test_without_groups_or_measurements_the_report_says_so(tiny_grid: Callable[.
     assert "Not measured: no eval example carried a phrasing group" in text
     assert "Not measured: no cell has per-cell probe results" in text
     assert "eval items whose phrasing it trained on" not in text
+
+
+def test_a_corpus_metric_is_paired_as_its_sentence_mean_under_its_own_name() -> None:
+    """chrF++ of a corpus is not the mean of sentence chrF++: the pairing says which one it is."""
+    from types import SimpleNamespace
+
+    from delia.experiment.paired import CellItems, paired_metric, paired_row
+
+    assert paired_metric("chrf++") == "sentence chrf++" and paired_metric("json_format") == "json_format"
+    rows = {
+        name: SimpleNamespace(cell=f"{name}-s{seed}", seed=seed, ratio=None)
+        for name, seed in (("delia", 0), ("common_it", 0))
+    }
+    items = {
+        "delia-s0": CellItems(scores={"a": {"chrf++": 40.0}, "b": {"chrf++": 20.0}}),
+        "common_it-s0": CellItems(scores={"a": {"chrf++": 30.0}, "b": {"chrf++": 20.0}}),
+    }
+    pairs = [(rows["delia"], rows["common_it"])]
+    row = paired_row((None, 40, 1.0), "common_it", "sentence chrf++", pairs, items)  # type: ignore[arg-type]
+    assert row is not None and row.metric == "sentence chrf++"
+    assert (row.difference, row.delia_mean, row.control_mean, row.n_items) == (5.0, 30.0, 25.0, 2)

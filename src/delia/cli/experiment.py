@@ -13,7 +13,7 @@ from delia.cli._common import console
 
 if TYPE_CHECKING:
     from delia.experiment import Expansion, ExperimentSpec
-    from delia.experiment.search_records import SearchPlanRow
+    from delia.experiment.search_records import BudgetTest, SearchPlanRow
 
 EXPERIMENT_HELP = (
     "Run an experiment grid: methods x task sizes x diverse ratios x seeds, each cell a normal run "
@@ -29,7 +29,8 @@ def register(app: typer.Typer) -> None:
         search: str | None = typer.Option(
             None,
             "--search",
-            help="'ratio': golden-section search for the best diverse ratio instead of the grid.",
+            help="'ratio': golden-section search for the best diverse ratio instead of the grid; 'budget': "
+            "every method tuned on a dev split at each budget.steps, then tested (budget.json).",
         ),
         overrides: list[str] = typer.Option(
             [], "--set", help="Override an experiment key, e.g. --set grid.seeds=[0] (repeatable)."
@@ -49,9 +50,12 @@ def register(app: typer.Typer) -> None:
 
         spec = load_experiment(config, overrides)
         command = "delia " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        if search == "budget":
+            run_budget(spec, dry_run)
+            return
         if search is not None:
             if search != "ratio":
-                raise DeliaError(f"--search {search!r}: only 'ratio' is supported")
+                raise DeliaError(f"--search {search!r}: choose 'ratio' or 'budget'")
             from delia.experiment.ratio_search import plan_ratio_search, run_ratio_search
             from delia.experiment.report import write_report
 
@@ -129,6 +133,43 @@ def print_plan(spec: ExperimentSpec, expansion: Expansion) -> None:
     console.print(table)
     for item in expansion.skipped:
         console.print(f"skipped {item.name}: {item.reason}", highlight=False)
+
+
+def run_budget(spec: ExperimentSpec, dry_run: bool) -> None:
+    """`--search budget`: run it (or, with --dry-run, show what has finished) and print the table."""
+    from rich.table import Table
+
+    from delia.experiment.budget_search import BUDGET_FILE, run_budget_search
+
+    result = run_budget_search(
+        spec, lambda line: console.print(line, highlight=False, markup=False), run_cells=not dry_run
+    )
+    table = Table(title=f"{spec.name}: each method tuned on the dev split ({result.metric})")
+    for column in ("budget", "method", "dev: candidate = score", "chosen", "test (mean, CI)"):
+        table.add_column(column)
+    for row in result.rows:
+        dev = "; ".join(
+            f"{' '.join(c.set) or 'as configured'} = {'to run' if c.value is None else f'{c.value:.3f}'}"
+            for c in row.candidates
+        )
+        chosen = "-" if row.chosen is None else " ".join(row.chosen) or "as configured"
+        test = "to run" if row.test is None else f"{row.test.value:.3f} {interval_text(row.test)}"
+        table.add_row(str(row.budget), row.method, dev, chosen, test)
+    console.print(table)
+    for pair in result.paired:
+        console.print(
+            f"budget {pair.variant}: delia - {pair.control} = {pair.difference:+.3f} "
+            f"[{pair.ci_low:+.3f}, {pair.ci_high:+.3f}] over {pair.n_seeds} seeds x {pair.n_items} items",
+            highlight=False,
+        )
+    if not dry_run:
+        console.print(f"wrote {Path(spec.out) / BUDGET_FILE}")
+
+
+def interval_text(test: BudgetTest) -> str:
+    if test.ci_low is None or test.ci_high is None:
+        return "(no interval)"
+    return f"[{test.ci_low:.3f}, {test.ci_high:.3f}] ({len(test.values)} seeds)"
 
 
 def print_search_plan(spec: ExperimentSpec, rows: list[SearchPlanRow]) -> None:

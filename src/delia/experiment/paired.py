@@ -6,7 +6,8 @@ predictions.jsonl); over seeds and items, the mean, with a two-level bootstrap i
 seeds and items together (evaluate.bootstrap.seed_item_ci). Per-method t-intervals over seeds answer a
 different question (how much a method's mean moves between runs) and stay in the summary rows. Where the
 eval items carry phrasing groups (seen / unseen instructions), each group is also paired on its own, for
-the headline metric.
+the headline metric. A corpus-level score (chrF++, BLEU) is not a mean of per-item scores, so it is paired
+as its sentence-level mean under its own name ("sentence chrf++"), never as a corpus-score difference.
 """
 
 from __future__ import annotations
@@ -25,14 +26,20 @@ from delia.experiment.spec import DELIA_LABEL, ExperimentSpec
 RESAMPLES = 4000
 BOOTSTRAP_SEED = 0
 CI_PAIRED = f"two-level bootstrap over seeds and eval items ({RESAMPLES} resamples)"
-# A metric's per-item score in predictions.jsonl, where its key differs from the metric's name.
-ITEM_KEYS = {"label_accuracy": "label_correct"}
 # Corpus-level scores are not means of per-item scores, so a mean per-item difference would misstate them.
 CORPUS_METRICS = ("chrf++", "bleu")
+SENTENCE = "sentence "  # the paired name of a corpus metric: the mean of its sentence-level scores
+# A metric's per-item score in predictions.jsonl, where its key differs from the metric's name.
+ITEM_KEYS = {"label_accuracy": "label_correct", **{SENTENCE + m: m for m in CORPUS_METRICS}}
 CONTROL_METHODS = ("common_it", "common_it_matched")
 PHRASING = "phrasing"  # a predictions.jsonl row's phrasing group, where its eval example had one
 ItemScores = dict[str, dict[str, float]]  # item key -> {score name: value}
 SliceOf = tuple[str | None, int | None, float | None]  # (variant, task size, DELIA's ratio)
+
+
+def paired_metric(metric: str) -> str:
+    """The name a metric is paired under: a corpus metric as its sentence-level mean."""
+    return SENTENCE + metric if metric in CORPUS_METRICS else metric
 
 
 def control_labels(spec: ExperimentSpec) -> list[str]:
@@ -92,9 +99,10 @@ def paired_rows(spec: ExperimentSpec, rows: list[CellRow], metrics: list[str]) -
             for row in (cell for pair in pairs for cell in pair if cell.cell not in items):
                 items[row.cell] = cell_items(Path(row.run_dir))
             groups = sorted({g for a, _ in pairs for g in items[a.cell].groups.values()})
-            for metric in (m for m in metrics if m not in CORPUS_METRICS):
+            headline = paired_metric(spec.headline_metric)
+            for metric in map(paired_metric, metrics):
                 # Per phrasing group for the headline metric only: the lead table stays readable.
-                for phrasing in [None, *(groups if metric == spec.headline_metric else [])]:
+                for phrasing in [None, *(groups if metric == headline else [])]:
                     if paired := paired_row(key, control, metric, pairs, items, phrasing):
                         out.append(paired)
     return out

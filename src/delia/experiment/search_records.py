@@ -1,9 +1,10 @@
-"""Typed records of search.json (`--search ratio`) and recheck.json (`--recheck CELL`)."""
+"""Typed records of search.json (`--search ratio`), budget.json (`--search budget`) and recheck.json
+(`--recheck CELL`)."""
 
 from __future__ import annotations
 
-from delia.experiment.records import Record
-from delia.experiment.spec import SearchSpec
+from delia.experiment.records import PairedRow, Record
+from delia.experiment.spec import BudgetSpec, SearchSpec
 
 
 class SearchPoint(Record):
@@ -71,3 +72,50 @@ class RecheckReport(Record):
     seconds: float
     checked_at: str
     checks: list[RecheckItem]
+
+
+class BudgetCandidate(Record):
+    """One setting of one method at one budget, scored on the dev split."""
+
+    set: list[str]
+    value: float | None  # mean over the dev seeds; None: not run yet
+    values: list[float]
+    train_steps: list[int | None]
+    cells: list[str]
+
+
+class BudgetTest(Record):
+    """The chosen setting on the test contexts: mean over grid.seeds with its interval."""
+
+    value: float
+    values: list[float]
+    ci_low: float | None
+    ci_high: float | None
+    ci_method: str
+    n_eval: int | None
+    train_steps: list[int | None]
+    cells: list[str]
+
+
+class BudgetRow(Record):
+    budget: int
+    method: str
+    candidates: list[BudgetCandidate]
+    chosen: list[str] | None  # None until every candidate has its dev score
+    test: BudgetTest | None
+
+
+class BudgetResult(Record):
+    """budget.json."""
+
+    experiment: str
+    metric: str
+    task_size: int | None
+    dev_seeds: list[int]
+    test_seeds: list[int]
+    settings: BudgetSpec
+    source: str | None
+    notes: list[str]
+    command: str
+    rows: list[BudgetRow]
+    paired: list[PairedRow]  # DELIA minus each other method at each budget, on the same test items

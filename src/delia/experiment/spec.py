@@ -114,6 +114,26 @@ class SearchSpec(Strict):
     set: list[str] = Field(default_factory=list)  # e.g. a validation split of the eval data
 
 
+class BudgetSpec(Strict):
+    """`--search budget`: every method tuned on a dev split at each training budget, then tested."""
+
+    steps: list[int] = Field(default_factory=list)  # optimizer-step budgets (train.max_steps)
+    # Per method label, the settings to try (each a list of overrides, e.g. [train.lr=3e-4, mix.ratio=10]);
+    # a method listed nowhere runs as configured, one candidate.
+    candidates: dict[str, list[list[str]]] = Field(default_factory=dict)
+    metric: str | None = None  # default: the headline metric
+    task_size: int | None = None  # default: the headline size
+    seeds: list[int] = Field(default_factory=lambda: [0])  # the dev runs' seeds (the test runs: grid.seeds)
+    set: list[str] = Field(default_factory=list)  # the dev split: eval contexts disjoint from the test ones
+
+    @field_validator("steps")
+    @classmethod
+    def _positive(cls, steps: list[int]) -> list[int]:
+        if any(step < 1 for step in steps):
+            raise ValueError(f"every budget must be >= 1 optimizer step, got {steps}")
+        return steps
+
+
 class ExperimentSpec(Strict):
     name: str
     out: str
@@ -125,6 +145,7 @@ class ExperimentSpec(Strict):
     headline: Headline = Field(default_factory=Headline)
     probes: ProbeSpec = Field(default_factory=ProbeSpec)
     search: SearchSpec = Field(default_factory=SearchSpec)
+    budget: BudgetSpec = Field(default_factory=BudgetSpec)
     notes: list[str] = Field(default_factory=list)  # what was cut and why: printed in the report
     source: str | None = None  # the YAML this came from (filled in by load_experiment)
 

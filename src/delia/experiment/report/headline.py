@@ -8,6 +8,7 @@ rather than filling anything in.
 from __future__ import annotations
 
 from delia.experiment.facts import TRUNCATED_FLAG, flagged
+from delia.experiment.paired import SENTENCE, paired_metric
 from delia.experiment.records import CellFacts, ExperimentResults, PairedRow, RewriteCounts
 from delia.experiment.report.effects import group_text, phrasing_facts_text
 from delia.experiment.report.tables import ResultIndex, Table, fmt_number, fmt_summary, ratio_text
@@ -23,7 +24,7 @@ def paired_table(results: ExperimentResults, index: ResultIndex) -> Table | None
     seeds as the last, secondary column."""
     if not results.paired:
         return None
-    headline = index.headline_metric()
+    headline = paired_metric(index.headline_metric())
     rows = sorted(
         results.paired,
         key=lambda r: (r.metric != headline, r.metric, r.phrasing or "", r.variant or "", r.control),
@@ -71,7 +72,10 @@ def reading(row: PairedRow) -> str:
 
 
 def method_means(row: PairedRow, index: ResultIndex) -> str:
-    """Each side's summary row (mean and t-interval over its seeds), as the tables print it."""
+    """Each side's summary row (mean and t-interval over its seeds), as the tables print it; for a corpus
+    metric's sentence-level pairing, the two means of sentence scores (no summary row holds them)."""
+    if row.metric.startswith(SENTENCE):
+        return f"delia {row.delia_mean:.3f}; {row.control} {row.control_mean:.3f} (means of sentence scores)"
     texts = []
     for label, ratio in (("delia", row.ratio), (row.control, row.control_ratio)):
         summary = index.row((row.variant, label, row.task_size, ratio), row.metric)

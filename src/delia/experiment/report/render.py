@@ -8,7 +8,7 @@ from pathlib import Path
 from delia.core.io import atomic_write
 from delia.experiment.document import Document
 from delia.experiment.measures import HELDOUT_LOSS
-from delia.experiment.paired import CORPUS_METRICS
+from delia.experiment.paired import CORPUS_METRICS, SENTENCE
 from delia.experiment.records import ExperimentResults, ProbesSummary
 from delia.experiment.report.effects import measures_note, measures_table, phrasing_table
 from delia.experiment.report.headline import NOT_RECORDED, facts_table, paired_table, truncation_flags
@@ -77,11 +77,6 @@ def paired_section(doc: Document, results: ExperimentResults, index: ResultIndex
     table = paired_table(results, index)
     if table is None and not results.facts:  # the two fields arrived together: an older file has neither
         doc.paragraph(NOT_RECORDED.format(what="paired differences"))
-    elif table is None and all(metric in CORPUS_METRICS for metric in results.spec.metrics):
-        doc.paragraph(
-            f"Not computed: {', '.join(results.spec.metrics)} are corpus-level scores, not means of per-item "
-            "scores, so a per-item paired difference would misstate them. The per-method rows follow."
-        )
     elif table is None:
         doc.paragraph(
             "No DELIA cell and control cell (common_it, common_it_matched) finished at the same variant, "
@@ -95,6 +90,14 @@ def paired_section(doc: Document, results: ExperimentResults, index: ResultIndex
             "items-only interval leaves out the spread between seeds; the last column is each method's own "
             "mean with its t-interval over seeds (secondary)."
         )
+        corpus = [m for m in results.spec.metrics if m in CORPUS_METRICS]
+        if corpus:
+            sentence = ", ".join(SENTENCE + m for m in corpus)
+            doc.paragraph(
+                f"{', '.join(corpus)} are corpus-level scores, not means of per-item scores: they are paired "
+                f"as the mean of their sentence-level scores ({sentence}), on the same 0-100 scale but not "
+                "the corpus figure the per-method rows show."
+            )
         add_table(doc, table)
     flags = truncation_flags(results)
     if flags:
