@@ -82,3 +82,7 @@ def test_candidates_for_a_method_not_in_the_grid_are_refused(
     spec.budget.candidates["tell"] = [["train.lr=1e-4"]]
     with pytest.raises(DeliaError, match=r"budget.candidates names \['tell'\]"):
         run_budget_search(spec, log=lambda line: None, run_cells=False)
+    spec.budget.candidates.pop("tell")
+    spec.budget.methods = ["delia", "w/o all"]
+    with pytest.raises(DeliaError, match=r"budget.methods names \['w/o all'\]"):
+        run_budget_search(spec, log=lambda line: None, run_cells=False)

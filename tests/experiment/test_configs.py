@@ -104,3 +104,21 @@ def test_phrasings_held_out_of_the_task_are_asked_at_evaluation(in_root: None, p
     seen = {last_paragraph(e.instruction) for e in evals if e.meta["phrasing"] == "seen"}
     assert not unseen & trained and seen <= trained
     assert len(trained) == 60 - 12 and len(unseen) > 12  # the held-out 12 and the new ones written for eval
+
+
+def test_the_budget_search_tunes_on_contexts_the_test_never_uses(in_root: None) -> None:
+    from delia.experiment.budget_search import budget_spec, cell_of, dev_variant, test_variant
+
+    spec = load_experiment(SEP_JSON)
+    chosen = {(83, "delia"): spec.budget.candidates["delia"][0]}
+    derived = budget_spec(spec, chosen)
+    delia = spec.entry("delia")
+
+    def contexts(variant: str) -> set[str]:
+        config = cell_config(derived, cell_of(delia, 30, 0, variant), delia)
+        assert config.train.max_steps == 83
+        return {example.instruction.rsplit("\n\n\n", 1)[0] for example in load_eval_examples(config)}
+
+    dev, test = contexts(dev_variant(83, "delia", 0)), contexts(test_variant(83, "delia"))
+    assert len(dev) == 48 and len(test) == 200 and not dev & test
+    assert [len(spec.budget.candidates[m]) for m in ("delia", "common_it")] == [4, 4]  # equal tuning effort

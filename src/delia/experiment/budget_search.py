@@ -35,7 +35,13 @@ Log = Callable[[str], None]
 
 
 def budget_methods(spec: ExperimentSpec) -> list[MethodEntry]:
-    """The grid's methods less the step-matched control: here every method trains for the budget's steps."""
+    """`budget.methods`, by default the grid's methods less the step-matched control: here every method
+    trains for the budget's steps."""
+    if spec.budget.methods is not None:
+        unknown = sorted(set(spec.budget.methods) - {entry.name for entry in spec.grid.methods})
+        if unknown:
+            raise DeliaError(f"budget.methods names {unknown}, which are not in grid.methods")
+        return [spec.entry(label) for label in spec.budget.methods]
     return [entry for entry in spec.grid.methods if entry.method != "common_it_matched"]
 
 
@@ -56,7 +62,7 @@ def budget_spec(spec: ExperimentSpec, chosen: dict[tuple[int, str], list[str]]) 
     settings chosen so far; each variant's overrides end with its budget."""
     unknown = sorted(set(spec.budget.candidates) - {entry.name for entry in budget_methods(spec)})
     if unknown:
-        raise DeliaError(f"budget.candidates names {unknown}, which are not in grid.methods")
+        raise DeliaError(f"budget.candidates names {unknown}, which are not among the compared methods")
     if not spec.budget.steps:
         raise DeliaError("--search budget needs budget.steps (optimizer-step budgets, e.g. [23, 92])")
     derived = spec.model_copy(deep=True)

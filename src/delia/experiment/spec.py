@@ -118,6 +118,7 @@ class BudgetSpec(Strict):
     """`--search budget`: every method tuned on a dev split at each training budget, then tested."""
 
     steps: list[int] = Field(default_factory=list)  # optimizer-step budgets (train.max_steps)
+    methods: list[str] | None = None  # labels of grid.methods to compare; default all but the matched control
     # Per method label, the settings to try (each a list of overrides, e.g. [train.lr=3e-4, mix.ratio=10]);
     # a method listed nowhere runs as configured, one candidate.
     candidates: dict[str, list[list[str]]] = Field(default_factory=dict)
