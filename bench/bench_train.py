@@ -76,7 +76,7 @@ def run_config(
     return RunConfig.model_validate(
         {
             "seed": seed,
-            "lora": {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": ["all-linear"]},
+            "lora": {"r": 16, "alpha": 32, "target_modules": ["all-linear"]},  # dropout: the default
             # TRL 1.16's fused LM head reads `lm_head.bias`, which PEFT's trainable-token wrapper of a tied
             # head lacks, so TRL cannot train the <sep> row: neither side does, to keep the same parameters.
             "tokens": {"add": ["<sep>"], "init": "random", "trainable": False},

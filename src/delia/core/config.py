@@ -176,7 +176,7 @@ class MixConfig(Section):
 class LoraConfig(Section):
     r: int = Field(16, ge=1)
     alpha: int = Field(32, gt=0)
-    dropout: float = Field(0.05, ge=0, lt=1)
+    dropout: float = Field(0.0, ge=0, lt=1)  # PEFT's and torchtune's default; on CPU masks cost 1/5 of a step
     target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
 
 
