@@ -8,6 +8,7 @@
   probes.py        probes on the headline slice   report/     report.md / report.html (tables, plots)
   cell_probes.py   per-cell probes (every slice)  measures.py  their results, read back into results.json
   search.py        golden-section search          ratio_search.py  the search as runs
+  budget_search.py each method tuned at fixed step budgets on a dev split, then tested and paired
 See docs/experiments.md.
 """
 
