@@ -78,14 +78,6 @@ def budget_spec(spec: ExperimentSpec, chosen: dict[tuple[int, str], list[str]]) 
     return derived
 
 
-def budget_size(spec: ExperimentSpec) -> int | None:
-    if spec.budget.task_size is not None:
-        return spec.budget.task_size
-    if spec.headline.task_size is not None:
-        return spec.headline.task_size
-    return max((s for s in spec.grid.task_sizes if s is not None), default=None)
-
-
 def cell_of(entry: MethodEntry, size: int | None, seed: int, variant: str) -> Cell:
     # No ratio: a candidate sets mix.ratio itself, and the cell must not overwrite it.
     return Cell(entry.name, entry.method, size, None, seed, variant)
@@ -102,7 +94,7 @@ def run_budget_search(spec: ExperimentSpec, log: Log = print, *, run_cells: bool
     """Dev runs, choices, test runs, pairs; writes {out}/budget.json. With run_cells=False nothing runs or
     is written: the result describes what has finished (what `--dry-run` prints)."""
     metric = spec.budget.metric or spec.headline_metric
-    size = budget_size(spec)
+    size = spec.search_task_size(spec.budget.task_size)
     done: list[Cell] = []  # earlier cells: their shareable stages (rewrites, samples) are reused
 
     def record_of(derived: ExperimentSpec, cell: Cell) -> CellRecord | None:

@@ -39,19 +39,11 @@ def search_spec(spec: ExperimentSpec) -> tuple[ExperimentSpec, MethodEntry]:
     return derived, entry
 
 
-def search_size(spec: ExperimentSpec) -> int | None:
-    if spec.search.task_size is not None:
-        return spec.search.task_size
-    if spec.headline.task_size is not None:
-        return spec.headline.task_size
-    return max((s for s in spec.grid.task_sizes if s is not None), default=None)
-
-
 def run_ratio_search(spec: ExperimentSpec, log_line: Callable[[str], None] = print) -> SearchResult:
     """Golden-section search over the ratio; writes {out}/search.json and search.png."""
     derived, entry = search_spec(spec)
     metric = spec.search.metric or spec.headline_metric
-    size = search_size(spec)
+    size = spec.search_task_size(spec.search.task_size)
     stats: dict[int, SearchPoint] = {}
     done: list[Cell] = []  # earlier search cells: their rewrites of the same task data are reused
 
@@ -107,7 +99,7 @@ def plan_ratio_search(spec: ExperimentSpec) -> list[SearchPlanRow]:
     shows. Which ratio comes next depends on the values so far, so nothing further can be listed."""
     derived, entry = search_spec(spec)
     metric = spec.search.metric or spec.headline_metric
-    size = search_size(spec)
+    size = spec.search_task_size(spec.search.task_size)
     rows: list[SearchPlanRow] = []
 
     def objective(ratio: int) -> float:

@@ -158,6 +158,14 @@ class ExperimentSpec(Strict):
     def headline_metric(self) -> str:
         return self.headline.metric or self.metrics[0]
 
+    def search_task_size(self, own: int | None) -> int | None:
+        """A search's task size: its own setting, else the headline's, else the grid's largest."""
+        if own is not None:
+            return own
+        if self.headline.task_size is not None:
+            return self.headline.task_size
+        return max((s for s in self.grid.task_sizes if s is not None), default=None)
+
     def entry(self, label: str) -> MethodEntry:
         for entry in self.grid.methods:
             if entry.name == label:
