@@ -143,7 +143,7 @@ def truncation_flags(results: ExperimentResults) -> list[str]:
             shares[row.cell] = row.value
     return [
         f"`{cell}`: {share:.1%} of its answers truncated (over {TRUNCATED_FLAG:.0%}); "
-        "its format scores measure the token budget as well as the model"
+        "its scores measure the token budget as well as the model"
         for cell, share in shares.items()
         if flagged(share)
     ]
