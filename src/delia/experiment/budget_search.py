@@ -25,7 +25,7 @@ from pathlib import Path
 from delia.core.errors import DeliaError
 from delia.experiment.paired import cell_items, paired_metric, paired_row
 from delia.experiment.records import Cell, CellRecord, PairedRow, slug, write_record
-from delia.experiment.results import CI_BOOTSTRAP, CI_T, cell_rows, t_interval
+from delia.experiment.results import cell_rows, seeds_interval
 from delia.experiment.runner import finished_record, run_cell
 from delia.experiment.search_records import BudgetCandidate, BudgetResult, BudgetRow, BudgetTest
 from delia.experiment.spec import DELIA_LABEL, ExperimentSpec, MethodEntry
@@ -174,11 +174,7 @@ def dev_candidate(
 def test_figure(records: list[CellRecord | None], metric: str) -> BudgetTest:
     finished = [r for r in records if r is not None]
     values = [metric_value(r, metric) for r in finished]
-    if len(values) >= 2:
-        (low, high), method = t_interval(values), CI_T
-    else:
-        figure = finished[0].values[metric]
-        (low, high), method = (figure.ci_low, figure.ci_high), CI_BOOTSTRAP
+    low, high, method = seeds_interval([r.values[metric] for r in finished])
     return BudgetTest(
         value=statistics.fmean(values),
         values=values,

@@ -18,7 +18,7 @@ from delia.experiment.records import (
     write_record,
 )
 from delia.experiment.report.plots import plot_search
-from delia.experiment.results import CI_BOOTSTRAP, CI_T, t_interval
+from delia.experiment.results import seeds_interval
 from delia.experiment.runner import finished_record, run_cell
 from delia.experiment.search import golden_section_search, search_points
 from delia.experiment.search_records import SearchPlanRow, SearchPoint, SearchResult
@@ -125,12 +125,7 @@ def plan_ratio_search(spec: ExperimentSpec) -> list[SearchPlanRow]:
 def scored_point(ratio: int, scored: list[tuple[CellRecord, Figure]]) -> SearchPoint:
     """A ratio's point: the mean over the search seeds with a t-interval (the cell's bootstrap CI for one)."""
     values = [float(figure.value) for _, figure in scored]
-    if len(values) >= 2:
-        low, high = t_interval(values)
-        ci_method = CI_T
-    else:
-        low, high = scored[0][1].ci_low, scored[0][1].ci_high
-        ci_method = CI_BOOTSTRAP
+    low, high, ci_method = seeds_interval([figure for _, figure in scored])
     return SearchPoint(
         ratio=ratio,
         value=statistics.fmean(values),

@@ -56,6 +56,15 @@ def t_interval(values: list[float], level: float = LEVEL) -> tuple[float, float]
     return mean - half, mean + half
 
 
+def seeds_interval(figures: list[Figure]) -> tuple[float | None, float | None, str]:
+    """(low, high, method) for the mean of one metric over seeds: the t-interval over 2+ seeds, else the
+    one cell's bootstrap over its eval examples."""
+    if len(figures) >= 2:
+        low, high = t_interval([float(figure.value) for figure in figures])
+        return low, high, CI_T
+    return figures[0].ci_low, figures[0].ci_high, CI_BOOTSTRAP
+
+
 def cell_rows(record: CellRecord, metrics: list[str] | None) -> list[CellRow]:
     """One row per metric of a finished cell (all of them when `metrics` is None), each with the cell's
     truncated share beside it (whether or not `truncated` is one of `metrics`)."""
