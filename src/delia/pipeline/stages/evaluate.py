@@ -33,9 +33,11 @@ class EvalStage(PlannedStage):
             examples_hash(state.eval_inputs),
             f"method={config.method}",
             f"generation={sorted(plan.generation_options)}",
-            # `auto` budgets over the task's answers too, which a plan that does not train has in no key
-            examples_hash(state.task) if config.eval.max_new_tokens == "auto" else "",
         )
+        if config.eval.max_new_tokens == "auto":
+            # `auto` budgets over the task's answers too, which a plan that does not train has in no key;
+            # only then, so that a fixed budget's key stays what it was before `auto` read the task.
+            upstream = (*upstream, examples_hash(state.task))
         sections = (*self.sections, *config.method_sections())
         return StageKey(state.effective.stage_hash(*sections, upstream=upstream))
 
