@@ -1,8 +1,8 @@
 """What a model family needs beyond what its checkpoint carries: the one place for architecture quirks.
 
 Everything else delia does is architecture-generic and reads the config, not the family:
-  tied embeddings     new token rows are trained in the input embedding; a tied head follows it
-                      (train/tokens.py), an untied head gets its own trainable rows
+  tied embeddings     new token rows are written into the input embedding and an untied head
+                      (train/tokens.py) and trained there (train/lora.py); a tied head follows the embedding
   logit soft-capping  `final_logit_softcapping` / `logit_scale` from the config (train/loss.py)
   sliding windows     the `sliding_window` each attention layer passes (train/attention.py)
   scaled embeddings   Gemma multiplies embeddings by sqrt(hidden) inside its embedding module, so rows
