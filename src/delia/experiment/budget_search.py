@@ -32,6 +32,7 @@ from delia.experiment.spec import DELIA_LABEL, ExperimentSpec, MethodEntry
 
 BUDGET_FILE = "budget.json"
 Log = Callable[[str], None]
+Tested = dict[tuple[int, str], list[CellRecord | None]]  # (budget, method) -> test records, one per grid seed
 
 
 def budget_methods(spec: ExperimentSpec) -> list[MethodEntry]:
@@ -107,6 +108,7 @@ def run_budget_search(spec: ExperimentSpec, log: Log = print, *, run_cells: bool
         return outcome.record
 
     chosen: dict[tuple[int, str], list[str]] = {}
+    tested: Tested = {}
     rows: list[BudgetRow] = []
     for steps in spec.budget.steps:
         for entry in budget_methods(spec):
@@ -128,7 +130,7 @@ def run_budget_search(spec: ExperimentSpec, log: Log = print, *, run_cells: bool
             log(f"budget {steps}: {entry.name} -> {candidates[best].set or 'as configured'} ({metric} dev)")
             derived = budget_spec(spec, chosen)
             tests = [cell_of(entry, size, s, test_variant(steps, entry.name)) for s in spec.grid.seeds]
-            records = [record_of(derived, cell) for cell in tests]
+            records = tested[steps, entry.name] = [record_of(derived, cell) for cell in tests]
             test = test_figure(records, metric) if all(r is not None for r in records) else None
             rows.append(
                 BudgetRow(
@@ -150,7 +152,7 @@ def run_budget_search(spec: ExperimentSpec, log: Log = print, *, run_cells: bool
         notes=spec.notes,
         command=" ".join(sys.argv),
         rows=rows,
-        paired=budget_pairs(spec, chosen, metric, size),
+        paired=budget_pairs(spec, tested, metric, size),
     )
     if run_cells:
         write_record(Path(spec.out) / BUDGET_FILE, result, exclude_unset=True)
@@ -188,24 +190,24 @@ def test_figure(records: list[CellRecord | None], metric: str) -> BudgetTest:
 
 
 def budget_pairs(
-    spec: ExperimentSpec, chosen: dict[tuple[int, str], list[str]], metric: str, size: int | None
+    spec: ExperimentSpec,
+    tested: Tested,
+    metric: str,
+    size: int | None,
 ) -> list[PairedRow]:
-    """DELIA (tuned) minus every other tuned method at each budget, per seed on the same test items."""
-    if DELIA_LABEL not in {entry.name for entry in budget_methods(spec)}:
-        return []
-    derived = budget_spec(spec, chosen)
+    """DELIA (tuned) minus every other tuned method at each budget, per seed on the same test items (a
+    seed where either record is None, not finished, is left out)."""
     out = []
     for steps in spec.budget.steps:
-        delia = spec.entry(DELIA_LABEL)
         for other in (e for e in budget_methods(spec) if e.name != DELIA_LABEL):
-            if (steps, DELIA_LABEL) not in chosen or (steps, other.name) not in chosen:
-                continue
-            pairs = []
-            for seed in spec.grid.seeds:
-                a = finished_record(derived, cell_of(delia, size, seed, test_variant(steps, DELIA_LABEL)))
-                b = finished_record(derived, cell_of(other, size, seed, test_variant(steps, other.name)))
-                if a is not None and b is not None:
-                    pairs.append((cell_rows(a, [metric])[0], cell_rows(b, [metric])[0]))
+            seeds = zip(
+                tested.get((steps, DELIA_LABEL), []), tested.get((steps, other.name), []), strict=False
+            )
+            pairs = [
+                (cell_rows(a, [metric])[0], cell_rows(b, [metric])[0])
+                for a, b in seeds
+                if a is not None and b is not None
+            ]
             items = {row.cell: cell_items(Path(row.run_dir)) for pair in pairs for row in pair}
             key = (f"b{steps}", size, None)
             if pairs and (row := paired_row(key, other.name, paired_metric(metric), pairs, items)):
