@@ -131,3 +131,18 @@ def finish(path: Path, result: dict[str, Any], load_before: list[float], busy_be
     }
     write_result(path, result)
     print(json.dumps(result, indent=2))
+
+
+def matmul_peak(dtype: Any, size: int = 4096, repeats: int = 3) -> float:
+    """GFLOP/s of the best of `repeats` large square GEMMs. Only call it for bf16 where the CPU has bf16
+    matmuls: emulated, one 4096 GEMM takes minutes."""
+    import torch  # here: the other helpers serve benches that never load torch
+
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e9

@@ -34,7 +34,8 @@ UNTIMED = 2  # the first step compiles (with train.compile) and warms the alloca
 def train_once(setting: str, steps: int, threads: int) -> dict[str, Any]:
     """In the child: `steps` steps of bench_train's delia side with one setting; its timings."""
     import torch
-    from bench_train import DeliaSide, matmul_peak, mixed_examples, run_config, useful_gflops
+    from _common import matmul_peak
+    from bench_train import DeliaSide, mixed_examples, run_config, useful_gflops
 
     torch.set_num_threads(threads)
     options = SETTINGS[setting]

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _common import RESULTS, busy_cores_now, finish, load_average
+from _common import RESULTS, busy_cores_now, finish, load_average, matmul_peak
 from _trl import TRL_SETTINGS, TrlRunner
 
 from delia.core.config import RunConfig
@@ -173,19 +173,6 @@ def mean_loss(model: Any, tokenizer: Any, examples: list[Example], micro: int = 
             count += batch.n_labels
     model.train(was_training)
     return total / count
-
-
-def matmul_peak(dtype: torch.dtype, size: int = 4096, repeats: int = 3) -> float:
-    """GFLOP/s of the best of `repeats` large square GEMMs. Only call it for bf16 where the CPU has bf16
-    matmuls: emulated, one 4096 GEMM takes minutes."""
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
-    a @ b
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best / 1e9
 
 
 def summarise(records: list[dict[str, Any]], warmup: int) -> dict[str, Any]:

@@ -66,8 +66,34 @@ def sampling_warpers(model: PreTrainedModel, sampling: SamplingConfig) -> list[L
     top_k = getattr(model.generation_config, "top_k", None)
     top_k = DEFAULT_TOP_K if top_k is None else top_k
     warpers: list[LogitsProcessor] = [TemperatureLogitsWarper(sampling.temperature)]
-    if top_k > 0:
+    if top_k > 0 and sampling.top_p < 1.0:
+        warpers.append(TopKTopP(top_k, sampling.top_p))
+    elif top_k > 0:
         warpers.append(TopKLogitsWarper(top_k))
-    if sampling.top_p < 1.0:
+    elif sampling.top_p < 1.0:
         warpers.append(TopPLogitsWarper(sampling.top_p))
     return warpers
+
+
+class TopKTopP(LogitsProcessor):
+    """transformers' top-k then top-p warpers, with top-p's sort over the k survivors instead of the whole
+    vocabulary: that sort was 6 % of a batched sampling run on 2 CPU cores (torch.profiler). Hand-written
+    because transformers applies each warper over the full vocabulary. A tie at the k-th score (top-k then
+    keeps more than k) goes through the two warpers themselves."""
+
+    def __init__(self, top_k: int, top_p: float) -> None:
+        self.top_k_warper = TopKLogitsWarper(top_k)
+        self.top_p_warper = TopPLogitsWarper(top_p)
+        self.top_k, self.top_p = self.top_k_warper.top_k, top_p
+
+    def __call__(self, input_ids: torch.LongTensor | None, scores: torch.FloatTensor) -> torch.FloatTensor:
+        k = min(self.top_k, scores.size(-1))
+        values, indices = torch.topk(scores, k)  # descending
+        if bool((scores >= values[..., -1:]).sum(dim=-1).gt(k).any()):
+            return self.top_p_warper(input_ids, self.top_k_warper(input_ids, scores))
+        ascending, positions = values.flip(-1), indices.flip(-1)
+        # As TopPLogitsWarper: drop the low tail whose mass is at most 1 - top_p, keep at least the best.
+        remove = ascending.softmax(dim=-1).cumsum(dim=-1) <= (1 - self.top_p)
+        remove[..., -1:] = False
+        kept = ascending.masked_fill(remove, float("-inf"))
+        return torch.full_like(scores, float("-inf")).scatter_(1, positions, kept)

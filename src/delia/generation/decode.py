@@ -104,9 +104,11 @@ class ContinuousDecoder:
         # The same warpers `generate` applies (temperature, top-k, top-p), and the same seeded draw.
         self.warpers = sampling_warpers(model, sampling) if sampling.temperature > 0 else []
         # transformers 5.24 renamed `past_key_values` to `cache`; older releases know only the former.
-        self.cache_argument = (
-            "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
-        )
+        parameters = inspect.signature(model.forward).parameters
+        self.cache_argument = "cache" if "cache" in parameters else "past_key_values"
+        # Only the last position's logits are read: a prefill of 32 prompts x 100 tokens would otherwise
+        # run the 49k-row head over every prompt token (a tenth of a sampling run's FLOPs, measured).
+        self.head_argument = {"logits_to_keep": 1} if "logits_to_keep" in parameters else {}
 
     def run(self, prompts: list[list[int]], order: list[int]) -> list[list[int]]:
         results: list[list[int]] = [[] for _ in prompts]
@@ -161,6 +163,7 @@ class ContinuousDecoder:
             position_ids=positions,
             use_cache=True,
             **{self.cache_argument: running.cache},
+            **self.head_argument,
         )
         chosen = self._choose(outputs.logits[:, -1, :].float(), running.rows)
         running.last = chosen[:, None]
