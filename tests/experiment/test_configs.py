@@ -110,15 +110,16 @@ def test_the_budget_search_tunes_on_contexts_the_test_never_uses(in_root: None) 
     from delia.experiment.budget_search import budget_spec, cell_of, dev_variant, test_variant
 
     spec = load_experiment(SEP_JSON)
-    chosen = {(83, "delia"): spec.budget.candidates["delia"][0]}
+    budget = spec.budget.steps[0]
+    chosen = {(budget, "delia"): spec.budget.candidates["delia"][0]}
     derived = budget_spec(spec, chosen)
     delia = spec.entry("delia")
 
     def contexts(variant: str) -> set[str]:
         config = cell_config(derived, cell_of(delia, 30, 0, variant), delia)
-        assert config.train.max_steps == 83
+        assert config.train.max_steps == budget
         return {example.instruction.rsplit("\n\n\n", 1)[0] for example in load_eval_examples(config)}
 
-    dev, test = contexts(dev_variant(83, "delia", 0)), contexts(test_variant(83, "delia"))
+    dev, test = contexts(dev_variant(budget, "delia", 0)), contexts(test_variant(budget, "delia"))
     assert len(dev) == 48 and len(test) == 200 and not dev & test
     assert [len(spec.budget.candidates[m]) for m in ("delia", "common_it")] == [4, 4]  # equal tuning effort
