@@ -72,3 +72,24 @@ def test_seeded_samples_equal_generate_and_ignore_the_batch(lively_model: Any, t
     reference = answers(lively_model, tokenizer, sampling, 7, continuous=False, seeds=seeds)
     for slots in (2, 7):
         assert answers(lively_model, tokenizer, sampling, slots, continuous=True, seeds=seeds) == reference
+
+
+@pytest.mark.parametrize("wrapped", [False, True], ids=["plain", "peft"])
+def test_the_head_runs_only_at_each_rows_last_position(tokenizer: Any, wrapped: bool) -> None:
+    """A prefill reads one position's logits per row: the 49k-row head must not run over every prompt token,
+    also through a PEFT wrapper (whose forward takes **kwargs)."""
+    from peft import LoraConfig, get_peft_model
+
+    model = tiny_llama(len(tokenizer), init_std=0.2)
+    head = model.lm_head
+    if wrapped:
+        model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    positions: list[int] = []
+    handle = head.register_forward_hook(lambda module, args, out: positions.append(args[0].shape[1]))
+    try:
+        sampling = SamplingConfig(temperature=0.0, max_new_tokens=3)
+        continuous = answers(model, tokenizer, sampling, 3, continuous=True)
+    finally:
+        handle.remove()
+    assert positions and set(positions) == {1}
+    assert continuous == answers(model, tokenizer, sampling, 7, continuous=False)

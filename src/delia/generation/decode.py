@@ -104,7 +104,9 @@ class ContinuousDecoder:
         # The same warpers `generate` applies (temperature, top-k, top-p), and the same seeded draw.
         self.warpers = sampling_warpers(model, sampling) if sampling.temperature > 0 else []
         # transformers 5.24 renamed `past_key_values` to `cache`; older releases know only the former.
-        parameters = inspect.signature(model.forward).parameters
+        # A PEFT wrapper's forward takes **kwargs: the argument names are the wrapped model's.
+        inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+        parameters = inspect.signature(inner.forward).parameters
         self.cache_argument = "cache" if "cache" in parameters else "past_key_values"
         # Only the last position's logits are read: a prefill of 32 prompts x 100 tokens would otherwise
         # run the 49k-row head over every prompt token (a tenth of a sampling run's FLOPs, measured).
