@@ -95,7 +95,8 @@ def test_bleurt_loads_safetensors_without_a_warning(
     scores = bleurt_scores(HYPS, REFS, str(tmp_path))
     with torch.inference_mode():
         expected = model(**WordTokenizer()(REFS, HYPS)).logits.flatten().tolist()
-    assert scores == pytest.approx(expected)  # the saved weights, not a fresh init
+    # The saved weights, not a fresh init; fp32 logits near 0 differ in the 1e-10s between batchings.
+    assert scores == pytest.approx(expected, rel=1e-5, abs=1e-6)
     assert bleurt[0]["use_safetensors"] is True
     assert not [w for w in recwarn if "allow_pickle" in str(w.message)]
 
@@ -113,7 +114,7 @@ def test_a_pickled_bleurt_is_refused_naming_the_key_unless_allowed(
         result = score("translation", HYPS, REFS, allowed)
     with torch.inference_mode():
         expected = model(**WordTokenizer()(REFS, HYPS)).logits.flatten().tolist()
-    assert [row["bleurt"] for row in result["per_example"]] == pytest.approx(expected)
+    assert [row["bleurt"] for row in result["per_example"]] == pytest.approx(expected, rel=1e-5, abs=1e-6)
     assert bleurt[0]["use_safetensors"] is False
 
 
