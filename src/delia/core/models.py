@@ -300,3 +300,8 @@ def autocast(device: str, mode: str = "auto") -> contextlib.AbstractContextManag
         if not supported:
             return contextlib.nullcontext()
     return torch.autocast(device_type=device_type, dtype=torch.bfloat16)
+
+
+def unwrapped(model: Any) -> Any:
+    """The transformers model inside a PEFT wrapper (the model itself when it has none)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from delia.core.config import SamplingConfig
+from delia.core.models import unwrapped
 
 if TYPE_CHECKING:
     from transformers import DynamicCache, PreTrainedModel
@@ -105,7 +106,7 @@ class ContinuousDecoder:
         self.warpers = sampling_warpers(model, sampling) if sampling.temperature > 0 else []
         # transformers 5.24 renamed `past_key_values` to `cache`; older releases know only the former.
         # A PEFT wrapper's forward takes **kwargs: the argument names are the wrapped model's.
-        inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+        inner = unwrapped(model)
         parameters = inspect.signature(inner.forward).parameters
         self.cache_argument = "cache" if "cache" in parameters else "past_key_values"
         # Only the last position's logits are read: a prefill of 32 prompts x 100 tokens would otherwise

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from delia.core.errors import DeliaError
+from delia.core.models import unwrapped
 
 MINILM = "all-MiniLM-L6-v2"
 BASE = "base"
@@ -198,7 +199,7 @@ def _minilm_path() -> str | None:
 
 def _backbone(model: Any) -> Any:
     """The transformer body without the vocabulary head (no logits needed to pool hidden states)."""
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    inner = unwrapped(model)
     return inner.base_model
 
 

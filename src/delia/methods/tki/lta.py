@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from delia.core.models import unwrapped
 from delia.methods.tki.routing import (
     NO_GROUP,
     InferenceGroups,
@@ -187,7 +188,7 @@ class LatentAdapter(nn.Module):
 
     def attach(self, model: Any, tokenizer: Any) -> None:
         """Register on the transformers model (so its parameters train and move with it) and hook in."""
-        inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+        inner = unwrapped(model)
         setattr(inner, ATTRIBUTE, self)
         self.extractor = UserTurnExtractor(tokenizer)
         modules = dict(inner.named_modules())
@@ -199,7 +200,7 @@ class LatentAdapter(nn.Module):
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
-        inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+        inner = unwrapped(model)
         if getattr(inner, ATTRIBUTE, None) is self:
             delattr(inner, ATTRIBUTE)
 
@@ -262,7 +263,7 @@ class _Handles(list):
 def find_targets(model: Any, target_names: list[str]) -> dict[str, list[int]]:
     """Module name -> [in, out] of every linear the latent increments go on: the PEFT LoRA layers when the
     model has them (the task LoRA and the latents share targets), else linears named in target_names."""
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    inner = unwrapped(model)
     try:
         from peft.tuners.lora import LoraLayer
     except ImportError:  # peft is a dependency; the guard only keeps this usable without it
