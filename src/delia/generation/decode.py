@@ -21,6 +21,7 @@ import torch
 
 from delia.core.config import SamplingConfig
 from delia.core.models import unwrapped
+from delia.generation.kv_cache import spare_room_cache
 
 if TYPE_CHECKING:
     from transformers import DynamicCache, PreTrainedModel
@@ -132,8 +133,6 @@ class ContinuousDecoder:
     # ------------------------------------------------------------------------------------------- steps
 
     def _prefill(self, prompts: list[list[int]], indices: list[int]) -> Running:
-        from transformers import DynamicCache  # transformers costs seconds to import at CLI start
-
         width = max(len(prompts[i]) for i in indices)
         ids = torch.full((len(indices), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(indices), width), dtype=torch.long)
@@ -144,7 +143,7 @@ class ContinuousDecoder:
         device = self.model.device
         running = Running(
             rows=[Row(i, generator=self._generator(i)) for i in indices],
-            cache=DynamicCache(config=self.model.config),
+            cache=spare_room_cache(self.model.config),
             mask=mask.to(device),
             last=ids.to(device),
         )
