@@ -44,6 +44,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m pip install -q -e '.[bench]'
 	$(BIN)/python bench/bench_sampling.py
+	$(BIN)/python bench/bench_rewrite.py
 	$(BIN)/python bench/bench_train.py
 	$(BIN)/python bench/bench_scale.py
 	$(BIN)/python bench/bench_memory.py

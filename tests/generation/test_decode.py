@@ -37,6 +37,7 @@ def answers(model: Any, tokenizer: Any, sampling: SamplingConfig, slots: int, *,
     stops = kw.pop("stop_ids", None)
     if stops is not None:
         backend.stop_ids = stops
+    backend.stop_strings = kw.pop("stop_strings", [])
     prompts = [[{"role": "user", "content": text}] for text in PROMPTS]
     texts = backend.generate(prompts, sampling, **kw)
     return texts, list(backend.last_new_tokens)
@@ -72,6 +73,28 @@ def test_seeded_samples_equal_generate_and_ignore_the_batch(lively_model: Any, t
     reference = answers(lively_model, tokenizer, sampling, 7, continuous=False, seeds=seeds)
     for slots in (2, 7):
         assert answers(lively_model, tokenizer, sampling, slots, continuous=True, seeds=seeds) == reference
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.9])
+def test_stop_strings_end_answers_where_generate_ends_them(
+    lively_model: Any, tokenizer: Any, temperature: float
+) -> None:
+    """Stop strings cut from the answers themselves (so several rows meet one, some across a token border):
+    each answer ends where `generate`'s StopStringCriteria ends it, the completing token kept."""
+    sampling = SamplingConfig(temperature=temperature, top_p=0.9, max_new_tokens=12, seed=5)
+    seeds = list(range(len(PROMPTS))) if temperature else None
+    free, free_counts = answers(lively_model, tokenizer, sampling, 7, continuous=True, seeds=seeds)
+    long = [text for text in free if len(text) > 12]
+    stops = [long[0][6:9], long[-1][3:5]]
+    reference = answers(
+        lively_model, tokenizer, sampling, 7, continuous=False, seeds=seeds, stop_strings=stops
+    )
+    assert any(r < f for r, f in zip(reference[1], free_counts, strict=True))  # the strings did cut answers
+    for slots in (2, 7):
+        cut = answers(
+            lively_model, tokenizer, sampling, slots, continuous=True, seeds=seeds, stop_strings=stops
+        )
+        assert cut == reference
 
 
 @pytest.mark.parametrize("wrapped", [False, True], ids=["plain", "peft"])

@@ -22,6 +22,7 @@ import torch
 from delia.core.config import SamplingConfig
 from delia.core.models import unwrapped
 from delia.generation.kv_cache import spare_room_cache
+from delia.generation.stop_strings import StopStrings
 
 if TYPE_CHECKING:
     from transformers import DynamicCache, PreTrainedModel
@@ -36,6 +37,7 @@ class Row:
     index: int
     generated: list[int] = field(default_factory=list)
     generator: torch.Generator | None = None
+    prompt_tail: list[int] = field(default_factory=list)  # the prompt's last tokens, for stop strings
 
 
 @dataclass
@@ -92,6 +94,7 @@ class ContinuousDecoder:
         slots: int,
         seeds: list[int] | None = None,
         between_steps: Callable[[], None] = lambda: None,
+        stop_strings: StopStrings | None = None,
     ) -> None:
         self.model = model
         self.stop_ids = torch.tensor(stop_ids, device=model.device)
@@ -100,6 +103,7 @@ class ContinuousDecoder:
         self.slots = max(1, slots)
         self.seeds = seeds
         self.between_steps = between_steps
+        self.stop_strings = stop_strings
         self.on_done: Callable[[int, list[int]], None] = lambda index, tokens: None
         from delia.generation._seeded import sampling_warpers  # imports transformers
 
@@ -142,7 +146,10 @@ class ContinuousDecoder:
             mask[row, width - len(tokens) :] = 1
         device = self.model.device
         running = Running(
-            rows=[Row(i, generator=self._generator(i)) for i in indices],
+            rows=[
+                Row(i, generator=self._generator(i), prompt_tail=self._prompt_tail(prompts[i]))
+                for i in indices
+            ],
             cache=spare_room_cache(self.model.config),
             mask=mask.to(device),
             last=ids.to(device),
@@ -189,7 +196,8 @@ class ContinuousDecoder:
         keep: list[int] = []
         stops = torch.isin(running.last[:, 0], self.stop_ids).tolist()
         for position, (row, stopped) in enumerate(zip(running.rows, stops, strict=True)):
-            if stopped or len(row.generated) >= self.sampling.max_new_tokens:
+            if stopped or len(row.generated) >= self.sampling.max_new_tokens or self._stop_string(row):
+                # A stop token is cut; the token that completes a stop string stays, as in `generate`.
                 results[row.index] = row.generated[:-1] if stopped else row.generated
                 self.on_done(row.index, results[row.index])
             else:
@@ -218,6 +226,16 @@ class ContinuousDecoder:
         running.last = torch.cat([running.last, new.last])
         running.rows = [*running.rows, *new.rows]
         return running
+
+    def _prompt_tail(self, prompt: list[int]) -> list[int]:
+        return prompt[-self.stop_strings.window :] if self.stop_strings is not None else []
+
+    def _stop_string(self, row: Row) -> bool:
+        if self.stop_strings is None:
+            return False
+        return self.stop_strings.completed_by_last(
+            row.prompt_tail + row.generated[-self.stop_strings.window :]
+        )
 
     def _generator(self, index: int) -> torch.Generator | None:
         if self.seeds is None or self.sampling.temperature <= 0:

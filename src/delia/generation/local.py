@@ -22,6 +22,7 @@ from delia.core.models import autocast, cpu_supports_bf16, load_model, load_toke
 from delia.core.registry import BACKENDS
 from delia.generation.base import BackendRequest, GenerationStats, Message
 from delia.generation.decode import ContinuousDecoder, supports
+from delia.generation.stop_strings import StopStrings
 from delia.generation.threads import keep_threads_current
 
 if TYPE_CHECKING:
@@ -135,9 +136,9 @@ class LocalBackend:
 
     def continuous_batching(self) -> bool:
         """Rows leave the batch when they finish and waiting prompts take their place (generation/decode.py);
-        `generate` remains for what that loop does not do: stop strings, extra logits processors (CTG),
-        sliding-window caches, generation-config penalties."""
-        if self.stop_strings or self.logits_processor_factory is not None:
+        `generate` remains for what that loop does not do: extra logits processors (CTG), sliding-window
+        caches, generation-config penalties."""
+        if self.logits_processor_factory is not None:
             return False
         return supports(self.model)
 
@@ -159,6 +160,7 @@ class LocalBackend:
             slots=self.batch_size,
             seeds=seeds,
             between_steps=keep_threads_current,
+            stop_strings=StopStrings(self.tokenizer, self.stop_strings) if self.stop_strings else None,
         )
         start = time.perf_counter()
 
