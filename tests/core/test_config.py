@@ -9,9 +9,7 @@ import pytest
 from delia.core.config import (
     MixConfig,
     RunConfig,
-    TrainConfig,
     build_config,
-    effective_batch_size,
     load_config,
     parse_overrides,
 )
@@ -30,10 +28,13 @@ def test_defaults_are_the_papers() -> None:
     assert (config.sample.sampling.temperature, config.sample.sampling.top_p) == (0.7, 0.95)
 
 
-@pytest.mark.parametrize(("n_examples", "batch"), [(1, 16), (100, 16), (255, 16), (256, 64), (10_000, 64)])
-def test_batch_size_rule(n_examples: int, batch: int) -> None:
-    assert effective_batch_size(TrainConfig(), n_examples) == batch
-    assert effective_batch_size(TrainConfig(batch_size=8), n_examples) == 8  # an explicit size wins
+def test_checkpoint_spacing_and_tensorboard_leave_stage_hashes_as_they_were() -> None:
+    """A grid can turn checkpoints on for its long cells without invalidating the finished ones."""
+    plain = RunConfig()
+    spaced = build_config({"train": {"checkpoint_every": 25, "tensorboard": True}})
+    assert spaced.stage_hash("train", "lora") == plain.stage_hash("train", "lora")
+    assert spaced.model_dump(mode="json")["train"]["checkpoint_every"] == 25  # config.yaml keeps what was set
+    assert build_config({"train": {"lr": 1e-3}}).stage_hash("train") != plain.stage_hash("train")
 
 
 def test_yaml_load_and_override_types(tmp_path: Path) -> None:

@@ -127,3 +127,18 @@ def test_a_malformed_set_entry_is_named_by_its_place_in_the_experiment_file(
     spec.grid.methods[0].set = ["=3"]
     with pytest.raises(ConfigError, match=r"grid\.yaml: grid\.methods\[common_it\]\.set: =3: expected"):
         expand(spec)
+
+
+def test_cell_key_ignores_checkpoint_spacing(
+    tmp_path: Path, tiny_spec: Callable[..., ExperimentSpec]
+) -> None:
+    """Turning checkpoints on in a grid's `set:` keeps its finished cells finished."""
+    from delia.experiment.grid import config_hash
+
+    spec = tiny_spec(tmp_path)
+    cell = expand(spec).cells[0]
+    config = cell_config(spec, cell, spec.entry(cell.method))
+    spaced = config.model_copy(update={"train": config.train.model_copy(update={"checkpoint_every": 5})})
+    assert config_hash(spaced) == config_hash(config)
+    slower = config.model_copy(update={"train": config.train.model_copy(update={"lr": 0.5})})
+    assert config_hash(slower) != config_hash(config)

@@ -39,6 +39,8 @@ from delia.core.paths import relocate_config_paths, resolve_config_paths
 from delia.core.registry import METHODS
 from delia.core.secrets import redact_key_names
 
+KEYING = {"purpose": "cache key"}  # model_dump(context=KEYING): the dump that stage hashes and cell keys read
+
 
 class Section(BaseModel):
     # coerce_numbers_to_str: `--set name=2024` parses 2024 as a YAML int; a str field should still take it.
@@ -46,6 +48,8 @@ class Section(BaseModel):
     # Fields added after runs were cached: left out of the dump while at their default, so that adding one
     # keeps the section's dump, and so every stage hash and config.yaml made before it, as they were.
     omit_at_default: ClassVar[tuple[str, ...]] = ()
+    # How a stage runs, not what it makes: a KEYING dump reads them as defaults (stage hashes, cell keys).
+    keyed_as_default: ClassVar[tuple[str, ...]] = ()
 
     @model_serializer(mode="wrap")
     def _dump_without_new_defaults(
@@ -55,6 +59,8 @@ class Section(BaseModel):
         for name in self.omit_at_default:
             if getattr(self, name) == type(self).model_fields[name].default:
                 dumped.pop(name, None)
+        for name in self.keyed_as_default if info.context == KEYING else ():
+            dumped[name] = type(self).model_fields[name].default
         return dumped
 
 
@@ -206,6 +212,7 @@ class TrainConfig(Section):
     tensorboard: bool = False
     threads: int | None = Field(None, ge=1)
     omit_at_default: ClassVar[tuple[str, ...]] = ("gradient_checkpointing",)
+    keyed_as_default: ClassVar[tuple[str, ...]] = ("checkpoint_every", "tensorboard")  # resume is exact
 
 
 class EvalConfig(Section):
@@ -291,7 +298,7 @@ class RunConfig(Section):
 
     def _section_value(self, name: str) -> Any:
         section = self._method_options[name] if name in self._method_options else getattr(self, name)
-        return section.model_dump(mode="json") if isinstance(section, BaseModel) else section
+        return section.model_dump(mode="json", context=KEYING) if isinstance(section, BaseModel) else section
 
     def method_sections(self) -> tuple[str, ...]:
         """The current method's own option section (e.g. `tki`), when it has one: stages that run the
@@ -390,10 +397,3 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         data = resolve_config_paths(data, path.parent)  # the file's relative paths: beside it (core/paths.py)
     data = deep_merge(data, parse_overrides(overrides or []))
     return build_config(data, source, overrides or ())
-
-
-def effective_batch_size(config: TrainConfig, n_examples: int) -> int:
-    """The paper's rule: batch 64, or 16 when the training set is below 256 examples."""
-    if config.batch_size is not None:
-        return config.batch_size
-    return 16 if n_examples < 256 else 64

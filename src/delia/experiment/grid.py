@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from delia.core.config import RunConfig, build_config, deep_merge, parse_overrides
+from delia.core.config import KEYING, RunConfig, build_config, deep_merge, parse_overrides
 from delia.core.errors import ConfigError
 from delia.experiment.records import Cell, SkippedCell
 from delia.experiment.spec import ExperimentSpec, MethodEntry, base_data
@@ -64,7 +64,7 @@ def cell_config(spec: ExperimentSpec, cell: Cell, entry: MethodEntry) -> RunConf
 
 def config_hash(config: RunConfig) -> str:
     """Independent of key order (a YAML round trip may sort a free-form mapping such as builder_options)."""
-    blob = json.dumps(config.model_dump(mode="json"), sort_keys=True)
+    blob = json.dumps(config.model_dump(mode="json", context=KEYING), sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -10,6 +10,7 @@ import math
 import random
 from dataclasses import dataclass
 
+from delia.core.config import TrainConfig
 from delia.core.errors import DeliaError
 
 
@@ -74,3 +75,10 @@ def shard(micro_batches: list[int], rank: int, world: int) -> list[tuple[int, bo
     per_rank = math.ceil(len(micro_batches) / world)
     mine = micro_batches[rank::world]
     return [(batch, True) for batch in mine] + [(micro_batches[0], False)] * (per_rank - len(mine))
+
+
+def effective_batch_size(config: TrainConfig, n_examples: int) -> int:
+    """The paper's rule: batch 64, or 16 when the training set is below 256 examples."""
+    if config.batch_size is not None:
+        return config.batch_size
+    return 16 if n_examples < 256 else 64

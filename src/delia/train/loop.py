@@ -20,14 +20,14 @@ from typing import TYPE_CHECKING, Any
 import torch
 from tqdm.auto import tqdm
 
-from delia.core.config import RunConfig, effective_batch_size
+from delia.core.config import RunConfig
 from delia.core.errors import DeliaError
 from delia.core.example import Example
 from delia.core.models import autocast
 from delia.generation.threads import ThreadPolicy
 from delia.train import checkpoint
 from delia.train.attention import packed_attention_for
-from delia.train.batching import StepPlan, plan_steps, shard, split_micro
+from delia.train.batching import StepPlan, effective_batch_size, plan_steps, shard, split_micro
 from delia.train.collate import Encoded, EncodeStats, MicroBatch, collate, encode_examples
 from delia.train.compile import checkpointed_layers, compiled_layers
 from delia.train.hooks import TrainerHooks
