@@ -249,6 +249,24 @@ def test_heldout_task_loss_is_the_pooled_answer_token_loss(tiny_model: Any, toke
         heldout.heldout_task_loss(tiny_model, tokenizer, [bare])
 
 
+def test_heldout_batches_group_examples_of_similar_length(
+    tiny_model: Any, tokenizer: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Padding to the longest of a batch is wasted work: batches are cut from the length-sorted examples."""
+    batches: list[list[int]] = []
+    real_pad = heldout.pad
+
+    def spy(items: Any, *args: Any) -> Any:
+        batches.append([len(item.input_ids) for item in items])
+        return real_pad(items, *args)
+
+    monkeypatch.setattr(heldout, "pad", spy)
+    examples = [*_task(3), *_diverse(3)]
+    heldout.heldout_loss_figures(tiny_model, tokenizer, examples, heldout.LossSettings(batch_size=2))
+    flat = [length for batch in batches for length in batch]
+    assert len(flat) == 6 and flat == sorted(flat) and len(set(flat)) > 1
+
+
 def test_run_heldout_task_loss_reads_the_run(plain_adapter_dir: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     (run / "task").mkdir(parents=True)

@@ -46,7 +46,10 @@ class LossSettings:
 def pooled_answer_loss(
     model: PreTrainedModel, pad_id: int, encoded: list[Encoded], batch_size: int
 ) -> tuple[float, int]:
-    """(sum of answer-token losses / their count, the count), in eval mode without gradients."""
+    """(sum of answer-token losses / their count, the count), in eval mode without gradients. Batches
+    are cut from the examples sorted by length: the pooled loss does not depend on the grouping, and
+    in eval order 32-example batches of the sep-json eval set were 35 % padding (3.5 % sorted)."""
+    encoded = sorted(encoded, key=lambda item: len(item.input_ids))
     source_index = {source: i for i, source in enumerate(sorted({item.source for item in encoded}))}
     device = next(model.parameters()).device
     total, count = 0.0, 0
