@@ -123,3 +123,16 @@ def test_the_budget_search_tunes_on_contexts_the_test_never_uses(in_root: None) 
     dev, test = contexts(dev_variant(budget, "delia", 0)), contexts(test_variant(budget, "delia"))
     assert len(dev) == 48 and len(test) == 200 and not dev & test
     assert [len(spec.budget.candidates[m]) for m in ("delia", "common_it")] == [4, 4]  # equal tuning effort
+
+
+def test_a_grid_narrowed_by_set_keeps_the_files_labelled_entries(in_root: None) -> None:
+    """`--set grid.methods=[...]` with the file's labels picks those entries, overrides and all."""
+    spec = load_experiment(SEP_JSON, ["grid.methods=[delia, common_it, w/o diverse, w/o diversified]"])
+    entries = {entry.name: entry for entry in spec.grid.methods}
+    assert list(entries) == ["delia", "common_it", "w/o diverse", "w/o diversified", "common_it_matched"]
+    assert (entries["w/o diverse"].method, entries["w/o diverse"].set) == ("delia", ["delia.diverse=false"])
+    assert entries["w/o diversified"].set == [
+        "delia.diversify=false",
+        "delia.canonical_instruction=most_common",
+    ]
+    assert {cell.method for cell in expand(spec).cells} == set(entries)

@@ -226,12 +226,23 @@ def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Exp
         raise ConfigError(str(path), f"invalid YAML ({err})") from None
     if not isinstance(data, dict):
         raise ConfigError(str(path), "the top level must be a mapping")
-    data = deep_merge(data, parse_overrides(overrides or []))
+    edits = parse_overrides(overrides or [])
+    chosen = edits.get("grid", {}).get("methods") if isinstance(edits.get("grid"), dict) else None
+    if isinstance(chosen, list):
+        edits["grid"]["methods"] = entries_by_label((data.get("grid") or {}).get("methods"), chosen)
+    data = deep_merge(data, edits)
     data["source"] = str(path)
     spec = build_spec(data, str(path))
     if isinstance(spec.base, str):
         spec.base = str(resolve_base_path(spec.base, path))
     return spec
+
+
+def entries_by_label(listed: Any, chosen: list[Any]) -> list[Any]:
+    """`--set grid.methods=[delia,"w/o diverse"]`: a label of one of the file's own entries stands for that
+    entry (its method and overrides); any other name is a registry method, as in the file."""
+    labels = {item.get("name"): item for item in listed or [] if isinstance(item, dict)}
+    return [labels.get(item, item) if isinstance(item, str) else item for item in chosen]
 
 
 def resolve_base_path(base: str, experiment_file: Path) -> Path:
