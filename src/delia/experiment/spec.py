@@ -227,9 +227,11 @@ def load_experiment(path: str | Path, overrides: list[str] | None = None) -> Exp
     if not isinstance(data, dict):
         raise ConfigError(str(path), "the top level must be a mapping")
     edits = parse_overrides(overrides or [])
-    chosen = edits.get("grid", {}).get("methods") if isinstance(edits.get("grid"), dict) else None
-    if isinstance(chosen, list):
-        edits["grid"]["methods"] = entries_by_label((data.get("grid") or {}).get("methods"), chosen)
+    grid_edits = edits.get("grid")
+    if isinstance(grid_edits, dict) and isinstance(grid_edits.get("methods"), list):
+        grid_edits["methods"] = entries_by_label(
+            (data.get("grid") or {}).get("methods"), grid_edits["methods"]
+        )
     data = deep_merge(data, edits)
     data["source"] = str(path)
     spec = build_spec(data, str(path))

@@ -14,6 +14,7 @@ simply copied into a fresh buffer at the next append. Attention reads the same v
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -27,6 +28,19 @@ SPARE_POSITIONS = 64  # room a fresh buffer gets: one copy per 64 decode steps i
 def spare_room_cache(config: PretrainedConfig) -> DynamicCache:
     """A `DynamicCache` for `config` whose every layer appends in place (full-attention layers only)."""
     from transformers import DynamicCache  # transformers costs seconds to import at CLI start
+    from transformers.cache_utils import DynamicLayer
+
+    cache = DynamicCache(config=config)
+    if any(type(layer) is not DynamicLayer for layer in cache.layers):
+        return cache  # sliding-window or other special layers: left as transformers builds them
+    layer_class = spare_room_layer_class()
+    cache.layers = [layer_class() for _ in cache.layers]
+    return cache
+
+
+@functools.cache
+def spare_room_layer_class() -> type:
+    """The `DynamicLayer` subclass, made once on first use (its base class lives in transformers)."""
     from transformers.cache_utils import DynamicLayer
 
     class SpareRoomLayer(DynamicLayer):
@@ -43,11 +57,7 @@ def spare_room_cache(config: PretrainedConfig) -> DynamicCache:
             self.values = append_in_place(self.buffers, "values", self.values, value_states)
             return self.keys, self.values
 
-    cache = DynamicCache(config=config)
-    if any(type(layer) is not DynamicLayer for layer in cache.layers):
-        return cache  # sliding-window or other special layers: left as transformers builds them
-    cache.layers = [SpareRoomLayer() for _ in cache.layers]
-    return cache
+    return SpareRoomLayer
 
 
 def append_in_place(
